@@ -1,0 +1,26 @@
+# Two entry points (see README): `make demo` and `make test`. Both create .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is installed on its own first: where a local CPU wheel of 2.13.0 is offered (as on
+# our CI machines) pip takes it, and the project's range `torch>=2.4` then installs nothing more.
+TORCH ?= torch==2.13.0
+
+.PHONY: demo test setup clean
+
+$(BIN)/bptt: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(BIN)/bptt
+
+demo: setup
+	$(BIN)/bptt demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,117 @@
+"""The one-step cell interface that every recurrent cell implements."""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+from typing import ClassVar, TypeAlias
+
+import torch
+from torch import Tensor, nn
+
+State: TypeAlias = Tensor | tuple[Tensor, ...]
+"""A cell's state: one ``(B, H)`` tensor, or a tuple of them (LSTM: ``(h, c)``)."""
+
+
+def map_state(fn: Callable[..., Tensor], *states: State) -> State:
+    """Apply ``fn`` component-wise to one or more states of the same structure."""
+    if isinstance(states[0], tuple):
+        return tuple(fn(*parts) for parts in zip(*states))
+    return fn(*states)
+
+
+class AbstractCell(nn.Module, abc.ABC):
+    """One step of a recurrent network: ``state_t = cell.step(x_t, state_{t-1})``.
+
+    Cells keep torch's parameter names and gate layout (``weight_ih`` of shape
+    ``(G*H, I)``, ``weight_hh`` of shape ``(G*H, H)``, ``bias_ih``, ``bias_hh``), so weights
+    copy one-to-one to and from :class:`torch.nn.RNN`, :class:`torch.nn.GRU` and
+    :class:`torch.nn.LSTM`. A cell does one step; :class:`bptt.Recurrent` unrolls it::
+
+        state = cell.init_state(batch_size)
+        for x_t in inputs:              # inputs: (T, B, I)
+            state = cell.step(x_t, state)
+            h_t = cell.hidden(state)
+
+    Args:
+        input_size: number of input features ``I``.
+        hidden_size: number of hidden units ``H``.
+        bias: if ``False``, the cell has no ``bias_ih`` / ``bias_hh``.
+    """
+
+    num_gates: ClassVar[int]
+    """Number of ``H``-row blocks stacked in ``weight_ih`` / ``weight_hh`` (1, 3 or 4)."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        rows = self.num_gates * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(rows, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(rows))
+            self.bias_hh = nn.Parameter(torch.empty(rows))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torch's default: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for parameter in self.parameters():
+            nn.init.uniform_(parameter, -bound, bound)
+
+    def gate_input(self, x_t: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """The input and recurrent projections ``W_ih x_t + b_ih`` and ``W_hh h + b_hh``."""
+        return (
+            nn.functional.linear(x_t, self.weight_ih, self.bias_ih),
+            nn.functional.linear(h, self.weight_hh, self.bias_hh),
+        )
+
+    def init_state(
+        self,
+        batch_size: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> State:
+        """The zero state for a batch of ``batch_size`` sequences."""
+        device = self.weight_hh.device if device is None else device
+        dtype = self.weight_hh.dtype if dtype is None else dtype
+        zeros = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+        return zeros
+
+    @abc.abstractmethod
+    def step(self, x_t: Tensor, state: State) -> State:
+        """Advance one time step.
+
+        Args:
+            x_t: input at step t, shape ``(B, I)``.
+            state: state at step t-1 (see :meth:`init_state`).
+
+        Returns:
+            The state at step t, with the same structure as ``state``.
+        """
+
+    def hidden(self, state: State) -> Tensor:
+        """The hidden vector ``h_t`` (the cell's output) inside a state, shape ``(B, H)``."""
+        return state
+
+    @property
+    def fused_mode(self) -> str | None:
+        """torch's fused RNN mode (``"RNN_TANH"``, ``"RNN_RELU"``, ``"GRU"``, ``"LSTM"``) that
+        computes exactly this cell, or ``None`` when only the unrolled loop can run it."""
+        return None
+
+    def forward(self, x_t: Tensor, state: State) -> State:
+        return self.step(x_t, state)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"

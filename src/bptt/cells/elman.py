@@ -1,0 +1,55 @@
+"""Elman (vanilla) RNN cell: h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Final
+
+import torch
+from torch import Tensor
+
+from bptt._registry import unknown_name_message
+from bptt.cells.base import AbstractCell
+
+ACTIVATIONS: Final = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
+
+
+class ElmanCell(AbstractCell):
+    r"""The Elman RNN step.
+
+    .. math::
+        z_t = W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}, \qquad h_t = f(z_t)
+
+    Its Jacobian :math:`\partial h_t / \partial h_{t-1} = \mathrm{diag}(f'(z_t))\, W_{hh}`
+    decides whether gradients vanish or explode through time.
+
+    Args:
+        input_size: number of input features ``I``.
+        hidden_size: number of hidden units ``H``.
+        nonlinearity: ``"tanh"``, ``"relu"`` or ``"sigmoid"``.
+        bias: if ``False``, no biases.
+
+    Shape:
+        - x_t: ``(B, I)``; state ``h``: ``(B, H)``; returns ``(B, H)``.
+    """
+
+    num_gates: ClassVar[int] = 1
+
+    def __init__(
+        self, input_size: int, hidden_size: int, nonlinearity: str = "tanh", bias: bool = True
+    ) -> None:
+        if nonlinearity not in ACTIVATIONS:
+            raise ValueError(unknown_name_message("nonlinearity", nonlinearity, list(ACTIVATIONS)))
+        super().__init__(input_size, hidden_size, bias)
+        self.nonlinearity = nonlinearity
+        self._activation = ACTIVATIONS[nonlinearity]
+
+    def step(self, x_t: Tensor, state: Tensor) -> Tensor:
+        input_part, recurrent_part = self.gate_input(x_t, state)
+        return self._activation(input_part + recurrent_part)
+
+    @property
+    def fused_mode(self) -> str | None:
+        return {"tanh": "RNN_TANH", "relu": "RNN_RELU"}.get(self.nonlinearity)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, nonlinearity={self.nonlinearity!r}"

@@ -1,0 +1,90 @@
+"""Gated cells: GRU (Cho et al. 2014) and LSTM (Hochreiter & Schmidhuber 1997).
+
+Gate order and equations are torch's, so weights are interchangeable with
+:class:`torch.nn.GRU` / :class:`torch.nn.LSTM`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from bptt.cells.base import AbstractCell
+
+
+class GRUCell(AbstractCell):
+    r"""The gated recurrent unit step (gates stacked as ``r, z, n``).
+
+    .. math::
+        r_t &= \sigma(W_{ir} x_t + b_{ir} + W_{hr} h_{t-1} + b_{hr}) \\
+        z_t &= \sigma(W_{iz} x_t + b_{iz} + W_{hz} h_{t-1} + b_{hz}) \\
+        n_t &= \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn})) \\
+        h_t &= (1 - z_t) \odot n_t + z_t \odot h_{t-1}
+
+    The update gate gives the gradient an additive path ``z_t ⊙ h_{t-1}`` through time.
+
+    Shape:
+        - x_t: ``(B, I)``; state ``h``: ``(B, H)``; returns ``(B, H)``.
+    """
+
+    num_gates: ClassVar[int] = 3
+
+    def step(self, x_t: Tensor, state: Tensor) -> Tensor:
+        input_part, recurrent_part = self.gate_input(x_t, state)
+        i_r, i_z, i_n = input_part.chunk(3, dim=-1)
+        h_r, h_z, h_n = recurrent_part.chunk(3, dim=-1)
+        reset = torch.sigmoid(i_r + h_r)
+        update = torch.sigmoid(i_z + h_z)
+        candidate = torch.tanh(i_n + reset * h_n)
+        return candidate + update * (state - candidate)
+
+    @property
+    def fused_mode(self) -> str:
+        return "GRU"
+
+
+class LSTMCell(AbstractCell):
+    r"""The long short-term memory step (gates stacked as ``i, f, g, o``); state ``(h, c)``.
+
+    .. math::
+        i_t &= \sigma(W_{ii} x_t + b_{ii} + W_{hi} h_{t-1} + b_{hi}) \\
+        f_t &= \sigma(W_{if} x_t + b_{if} + W_{hf} h_{t-1} + b_{hf}) \\
+        g_t &= \tanh(W_{ig} x_t + b_{ig} + W_{hg} h_{t-1} + b_{hg}) \\
+        o_t &= \sigma(W_{io} x_t + b_{io} + W_{ho} h_{t-1} + b_{ho}) \\
+        c_t &= f_t \odot c_{t-1} + i_t \odot g_t, \qquad h_t = o_t \odot \tanh(c_t)
+
+    The cell state's Jacobian ``∂c_t/∂c_{t-1} = diag(f_t)`` lets gradients flow far back
+    while the forget gate stays open.
+
+    Shape:
+        - x_t: ``(B, I)``; state ``(h, c)``: two ``(B, H)`` tensors; returns the same.
+    """
+
+    num_gates: ClassVar[int] = 4
+
+    def init_state(
+        self,
+        batch_size: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        h = super().init_state(batch_size, device=device, dtype=dtype)
+        return h, torch.zeros_like(h)
+
+    def step(self, x_t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        h, c = state
+        input_part, recurrent_part = self.gate_input(x_t, h)
+        i, f, g, o = (input_part + recurrent_part).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+    def hidden(self, state: tuple[Tensor, Tensor]) -> Tensor:
+        return state[0]
+
+    @property
+    def fused_mode(self) -> str:
+        return "LSTM"
