@@ -1,0 +1,31 @@
+"""bptt: make recurrent networks trainable on long sequences."""
+
+from bptt.autograd import elman_bptt
+from bptt.cells import CELLS, AbstractCell, ElmanCell, GRUCell, LSTMCell
+from bptt.config import TrainConfig
+from bptt.diagnostics import GradientProfile, decay_rate, effective_horizon
+from bptt.models import LastStepHead, PerStepHead, SequenceModel
+from bptt.recurrent import Recurrent
+from bptt.train import RunResult, build_model, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CELLS",
+    "AbstractCell",
+    "ElmanCell",
+    "GRUCell",
+    "GradientProfile",
+    "LSTMCell",
+    "LastStepHead",
+    "PerStepHead",
+    "Recurrent",
+    "RunResult",
+    "SequenceModel",
+    "TrainConfig",
+    "build_model",
+    "decay_rate",
+    "effective_horizon",
+    "elman_bptt",
+    "train",
+]

@@ -1,0 +1,181 @@
+"""The ``bptt`` command: train, demo, tasks."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from bptt.cells import CELLS
+from bptt.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from bptt.init import INITS
+from bptt.rundir import RunDirectory
+from bptt.tasks import TASKS, get_task
+from bptt.train import RunResult, train
+
+DEFAULTS = TrainConfig()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bptt`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, OSError) as error:
+        print(f"bptt: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bptt: interrupted; the last checkpoint is intact, continue with --resume", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bptt",
+        description=(
+            "Make recurrent networks trainable on long sequences: train RNNs on long-dependency "
+            "tasks and see how far back their gradient reaches through time."
+        ),
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    _add_train(commands)
+    _add_demo(commands)
+    tasks = commands.add_parser("tasks", help="list the tasks with their metric, baseline and threshold")
+    tasks.add_argument("--length", type=int, default=100, help="length at which to show baselines (default 100)")
+    tasks.set_defaults(run=_run_tasks)
+    return parser
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    train_parser = commands.add_parser(
+        "train",
+        help="train a recurrent model on a task and say whether it solved it",
+        description=(
+            "Train a model on a task, writing a run directory (config.json, metrics.jsonl, "
+            "checkpoint.pt, summary.json). Ends by saying whether the task was solved against "
+            "its trivial baseline, and how many steps back the gradient reaches."
+        ),
+        argument_default=argparse.SUPPRESS,
+    )
+    add = train_parser.add_argument
+    add("task", nargs="?", help=f"task name: {', '.join(TASKS.names())} (see `bptt tasks`)")
+    add("--length", type=int, help=f"sequence length / delay (default {DEFAULTS.length})")
+    add("--cell", help=f"cell: {', '.join(CELLS.names())} (default {DEFAULTS.cell})")
+    add("--hidden", type=int, help=f"hidden units per layer (default {DEFAULTS.hidden})")
+    add("--layers", type=int, help=f"stacked layers (default {DEFAULTS.layers})")
+    add("--init", help=f"initialisation: {', '.join(INITS.names())} (default: the cell's own)")
+    add("--steps", type=int, help=f"optimizer steps (default {DEFAULTS.steps})")
+    add("--batch", type=int, help=f"batch size (default {DEFAULTS.batch})")
+    clip = train_parser.add_mutually_exclusive_group()
+    clip.add_argument("--clip-norm", type=float, help="clip the global gradient norm (keeps the direction)")
+    clip.add_argument("--clip-value", type=float, help="clip each gradient entry to [-V, V]")
+    add("--optimizer", help=f"{', '.join(OPTIMIZERS)} (default {DEFAULTS.optimizer})")
+    add("--lr", type=float, help=f"learning rate (default {DEFAULTS.lr})")
+    add("--momentum", type=float, help=f"SGD momentum (default {DEFAULTS.momentum})")
+    add("--weight-decay", type=float, help=f"L2 weight decay (default {DEFAULTS.weight_decay})")
+    add("--schedule", help=f"learning-rate schedule: {', '.join(SCHEDULES)} (default {DEFAULTS.schedule})")
+    add("--warmup", type=int, help=f"linear warm-up steps (default {DEFAULTS.warmup})")
+    add("--eval-every", type=int, help=f"evaluate every N steps (default {DEFAULTS.eval_every})")
+    add("--eval-size", type=int, help=f"validation sequences (default {DEFAULTS.eval_size})")
+    add("--checkpoint-every", type=int, help=f"checkpoint every N steps (default {DEFAULTS.checkpoint_every})")
+    add("--seed", type=int, help=f"random seed (default {DEFAULTS.seed})")
+    add("--out", type=Path, help="run directory (default runs/TASK-CELL-TLENGTH-sSEED)")
+    add("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    add("--overwrite", action="store_true", help="replace an existing run directory")
+    add("--device", help="cpu, cuda, ... (default: cuda if available, else cpu)")
+    add("--no-progress", action="store_true", help="no progress bar")
+    train_parser.set_defaults(run=_run_train)
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="train a tanh RNN and an LSTM on the adding problem and compare them",
+        description=(
+            "The vanishing gradient in one minute: a tanh RNN and an LSTM learn the adding "
+            "problem; for each, the validation loss against the trivial baseline and how many "
+            "steps back the gradient reaches."
+        ),
+    )
+    demo.add_argument("--length", type=int, default=100, help="sequence length (default 100)")
+    demo.add_argument("--steps", type=int, default=600, help="optimizer steps per model (default 600)")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the two runs go")
+    demo.set_defaults(run=_run_demo)
+
+
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Flags given on the command line, over the saved config (resume) or the defaults."""
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    given = {key: value for key, value in vars(args).items() if key in fields and value is not None}
+    if getattr(args, "resume", False):
+        if "out" not in args:
+            raise ValueError("--resume needs --out DIR, the run directory to continue")
+        return dataclasses.replace(RunDirectory(args.out).config(), **given)
+    if "task" not in given:
+        raise ValueError(f"train needs a TASK: one of {', '.join(TASKS.names())}")
+    return TrainConfig(**given)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    config = _config_from_args(args)
+    out = getattr(args, "out", None) or Path(
+        f"runs/{config.task}-{config.cell}-T{config.length}-s{config.seed}"
+    )
+    device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    result = train(
+        config,
+        out,
+        resume=getattr(args, "resume", False),
+        overwrite=getattr(args, "overwrite", False),
+        device=device,
+        progress=False if getattr(args, "no_progress", False) else None,
+    )
+    print(f"{config.cell} on {config.task} (length {config.length}): {result.verdict()}")
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    results: dict[str, RunResult] = {}
+    for cell in ("rnn-tanh", "lstm"):
+        config = TrainConfig(
+            task="adding", length=args.length, cell=cell, steps=args.steps, eval_every=max(1, args.steps // 4)
+        )
+        print(f"training {cell} on the adding problem, length {args.length}, {args.steps} steps ...")
+        results[cell] = train(config, args.out / cell, overwrite=True)
+    task = get_task("adding", args.length)
+    print()
+    print(f"adding problem, length {args.length}: trivial baseline MSE {task.baseline:.3f}, solved below {task.solved_threshold}")
+    print(f"{'model':10} {'val MSE':>9} {'vs baseline':>12} {'solved':>7} {'gradient reaches':>17}")
+    for cell, result in results.items():
+        mse = result.metrics[result.metric_name]
+        print(
+            f"{cell:10} {mse:9.4f} {mse / task.baseline:11.1%} {'yes' if result.solved else 'no':>7} "
+            f"{result.horizon:>8} of {args.length - 1} steps back"
+        )
+    print(
+        "\nThe tanh RNN's gradient fades within a few steps (vanishing gradient), so it cannot "
+        "connect the markers to the output; the LSTM's cell state carries it across the sequence."
+    )
+    return 0
+
+
+def _run_tasks(args: argparse.Namespace) -> int:
+    print(f"{'task':15} {'metric':14} {'baseline':>9} {'solved at':>10}  description (at length {args.length})")
+    for name in TASKS.names():
+        task = get_task(name, args.length)
+        direction = ">=" if task.higher_is_better else "<"
+        print(
+            f"{name:15} {task.metric_name:14} {task.baseline:9.4g} {direction:>3}{task.solved_threshold:7.4g}  "
+            f"{task.description}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Run configuration: one frozen dataclass, saved with every run as config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from bptt._registry import unknown_name_message
+
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run.
+
+    Args:
+        task: task name (see ``bptt tasks``).
+        length: the task's length knob (sequence length or delay).
+        cell: cell name (see :data:`bptt.cells.CELLS`).
+        hidden: hidden units per layer.
+        layers: stacked recurrent layers.
+        init: initialisation scheme (see :data:`bptt.init.INITS`); ``None`` uses the
+            cell's own (identity for ``irnn``, torch's default otherwise).
+        steps: optimizer steps.
+        batch: sequences per batch.
+        optimizer: ``"sgd"`` (with momentum), ``"adam"`` or ``"rmsprop"``.
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay passed to the optimizer.
+        schedule: ``"constant"`` or ``"cosine"`` (to zero at the last step), after
+            ``warmup`` steps of linear warm-up.
+        warmup: linear warm-up steps.
+        clip_norm: clip the global gradient norm to this value (keeps the direction).
+        clip_value: clip every gradient entry to ``[-clip_value, clip_value]``.
+        eval_every: evaluate on the validation set every this many steps.
+        eval_size: validation sequences (a fixed set, generated once from the seed).
+        checkpoint_every: write the checkpoint every this many steps (and at the end).
+        seed: seeds the model, the data and dropout.
+    """
+
+    task: str = "adding"
+    length: int = 100
+    cell: str = "rnn-tanh"
+    hidden: int = 128
+    layers: int = 1
+    init: str | None = None
+    steps: int = 2000
+    batch: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup: int = 0
+    clip_norm: float | None = None
+    clip_value: float | None = None
+    eval_every: int = 100
+    eval_size: int = 1000
+    checkpoint_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = ("length", "hidden", "layers", "steps", "batch", "eval_every", "eval_size", "checkpoint_every")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        for name in ("lr", "clip_norm", "clip_value"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError(
+                f"expected weight_decay >= 0 and momentum in [0, 1), got "
+                f"weight_decay={self.weight_decay}, momentum={self.momentum}"
+            )
+        if self.clip_norm is not None and self.clip_value is not None:
+            raise ValueError("choose one of clip_norm and clip_value, not both")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(unknown_name_message("optimizer", self.optimizer, list(OPTIMIZERS)))
+        if self.schedule not in SCHEDULES:
+            raise ValueError(unknown_name_message("schedule", self.schedule, list(SCHEDULES)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a config from elsewhere)."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; expected keys among {sorted(known)}")
+        return cls(**values)

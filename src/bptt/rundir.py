@@ -1,0 +1,173 @@
+"""Run directories: config.json, metrics.jsonl, checkpoint.pt and summary.json.
+
+Every file that matters is written atomically (a temporary file in the same folder, then
+``os.replace``), so a crash at any moment leaves the last good version in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+from bptt.config import TrainConfig
+
+CONFIG, METRICS, CHECKPOINT, SUMMARY = "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json"
+CHECKPOINT_KEYS = frozenset({"step", "model", "optimizer", "scheduler", "rng", "nonfinite_steps"})
+
+
+class RunDirectoryError(ValueError):
+    """A run directory cannot be created, resumed or read as asked."""
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through ``write(file)`` so that readers see the old or the new file, never a part."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, value: Any) -> None:
+    atomic_write(path, lambda file: file.write(json.dumps(value, indent=2).encode() + b"\n"))
+
+
+class RunDirectory:
+    """The folder of one training run.
+
+    Use :meth:`create` for a new run and :meth:`resume` to continue one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, path: str | Path, config: TrainConfig, overwrite: bool = False) -> RunDirectory:
+        """Start a new run in ``path`` and write its config.
+
+        Raises:
+            RunDirectoryError: if ``path`` exists and is not empty, unless ``overwrite`` and it is
+                a bptt run directory (one with a config.json): other folders are never deleted.
+        """
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            if not overwrite:
+                raise RunDirectoryError(
+                    f"run directory {path} already exists; pass --resume to continue it, "
+                    "--overwrite to replace it, or choose another --out"
+                )
+            if not (path / CONFIG).is_file():
+                raise RunDirectoryError(
+                    f"refusing to overwrite {path}: it is not a bptt run directory (no {CONFIG}); "
+                    "choose another --out"
+                )
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        write_json(path / CONFIG, config.to_dict())
+        return run
+
+    @classmethod
+    def resume(cls, path: str | Path, config: TrainConfig) -> RunDirectory:
+        """Open an existing run to continue it with ``config``.
+
+        Only ``steps`` may differ from the saved config (to train for longer).
+
+        Raises:
+            RunDirectoryError: missing directory or config, or a config that differs.
+        """
+        path = Path(path)
+        saved = cls(path).config()
+        differences = {
+            key: (getattr(saved, key), value)
+            for key, value in config.to_dict().items()
+            if key != "steps" and getattr(saved, key) != value
+        }
+        if differences:
+            listed = ", ".join(f"{k}: saved {old!r}, given {new!r}" for k, (old, new) in differences.items())
+            raise RunDirectoryError(
+                f"cannot resume {path} with a different config ({listed}); "
+                "only --steps may change on resume"
+            )
+        return cls(path)
+
+    def config(self) -> TrainConfig:
+        """The run's saved config."""
+        file = self.path / CONFIG
+        if not file.is_file():
+            raise RunDirectoryError(f"{self.path} is not a bptt run directory: {CONFIG} is missing")
+        try:
+            return TrainConfig.from_dict(json.loads(file.read_text()))
+        except (json.JSONDecodeError, TypeError, ValueError) as error:
+            raise RunDirectoryError(f"{file} is not a valid bptt config: {error}") from error
+
+    # -- metrics ----------------------------------------------------------------------
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one JSON record to metrics.jsonl."""
+        with open(self.path / METRICS, "a") as file:
+            file.write(json.dumps(record) + "\n")
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """All records of metrics.jsonl, in order (a torn last line from a crash is dropped)."""
+        file = self.path / METRICS
+        if not file.exists():
+            return []
+        records = []
+        for line in file.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return records
+
+    def truncate_metrics(self, step: int) -> None:
+        """Keep only records up to ``step`` (those after the checkpoint are replayed on resume)."""
+        kept = [record for record in self.metrics() if record["step"] <= step]
+        atomic_write(
+            self.path / METRICS, lambda file: file.write("".join(json.dumps(r) + "\n" for r in kept).encode())
+        )
+
+    # -- checkpoint -------------------------------------------------------------------
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Write checkpoint.pt atomically: a crash leaves the previous checkpoint intact."""
+        atomic_write(self.path / CHECKPOINT, lambda file: torch.save(state, file))
+
+    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        """Load checkpoint.pt with ``weights_only=True``.
+
+        Raises:
+            RunDirectoryError: if the checkpoint is missing, truncated, corrupt or incomplete.
+        """
+        file = self.path / CHECKPOINT
+        if not file.is_file():
+            raise RunDirectoryError(f"no checkpoint to resume from: {file} does not exist")
+        try:
+            state = torch.load(file, map_location=map_location, weights_only=True)
+        except Exception as error:  # torch raises many types for a damaged zip/pickle
+            raise RunDirectoryError(
+                f"checkpoint {file} is corrupt or truncated ({type(error).__name__}: {error}); "
+                "restore it from a backup or start the run again with --overwrite"
+            ) from error
+        missing = CHECKPOINT_KEYS - set(state) if isinstance(state, dict) else CHECKPOINT_KEYS
+        if missing:
+            raise RunDirectoryError(
+                f"checkpoint {file} is not a bptt checkpoint: missing {sorted(missing)}"
+            )
+        return state
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json(self.path / SUMMARY, summary)

@@ -1,0 +1,288 @@
+"""The training loop: one flat loop, in the order things happen."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from bptt.cells import CELLS
+from bptt.config import TrainConfig
+from bptt.diagnostics.profile import decay_rate, effective_horizon
+from bptt.init import init_recurrent_
+from bptt.models import LastStepHead, PerStepHead, SequenceModel
+from bptt.recurrent import Recurrent
+from bptt.remedies.clipping import clip_gradients_
+from bptt.rundir import RunDirectory
+from bptt.tasks import AbstractTask, Batch, get_task
+
+VALIDATION_SEED_OFFSET = 1_000_003
+"""The validation set is drawn from ``seed + VALIDATION_SEED_OFFSET``, apart from training data."""
+
+StepCallback = Callable[[dict[str, Any]], None]
+"""Called after every optimizer step with that step's metrics record."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of :func:`train`.
+
+    Attributes:
+        run_dir: the run directory.
+        steps: optimizer steps taken in total (including before a resume).
+        metrics: validation metrics at the end.
+        metric_name, baseline, solved_threshold, solved: the task's verdict.
+        horizon: how many steps back the gradient reaches at the end (tolerance 1e-3).
+        decay_rate: fitted per-step factor of the gradient profile (< 1 vanishing).
+        nonfinite_steps: steps skipped because the loss or gradient was NaN/Inf.
+    """
+
+    run_dir: Path
+    steps: int
+    metrics: dict[str, float]
+    metric_name: str
+    baseline: float
+    solved_threshold: float
+    solved: bool
+    horizon: int
+    decay_rate: float
+    nonfinite_steps: int
+
+    def verdict(self) -> str:
+        """One sentence: solved or not, the metric against the baseline and threshold."""
+        value = self.metrics[self.metric_name]
+        status = "SOLVED" if self.solved else "not solved"
+        return (
+            f"{status}: validation {self.metric_name} {value:.4g} vs trivial baseline "
+            f"{self.baseline:.4g} (solved at {self.solved_threshold:.4g}); the gradient reaches "
+            f"{self.horizon} steps back (per-step factor {self.decay_rate:.3g})"
+        )
+
+
+def build_model(config: TrainConfig, task: AbstractTask) -> SequenceModel:
+    """The model a config describes, for ``task``'s inputs and outputs, initialised."""
+    recurrent = Recurrent.from_name(config.cell, task.input_size, config.hidden, config.layers)
+    head_type = PerStepHead if task.many_to_many else LastStepHead
+    model = SequenceModel(recurrent, head_type(config.hidden, task.num_outputs), task.vocab_size)
+    init_recurrent_(model.recurrent, config.init or CELLS.get(config.cell).init)
+    return model
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    parameters, lr, decay = model.parameters(), config.lr, config.weight_decay
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=config.momentum, weight_decay=decay)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=lr, weight_decay=decay)
+    return torch.optim.Adam(parameters, lr=lr, weight_decay=decay)
+
+
+def lr_factor(config: TrainConfig, step: int) -> float:
+    """Learning-rate multiplier at ``step`` (0-based): linear warm-up, then constant or cosine."""
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    if config.schedule == "cosine":
+        progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: AbstractTask, data: Batch, chunk: int = 256) -> dict[str, float]:
+    """The task's metrics on ``data``, averaged over chunks weighted by their size."""
+    model.eval()
+    totals: dict[str, float] = {}
+    count = data.targets.shape[0]
+    for start in range(0, count, chunk):
+        part = _slice(data, start, start + chunk)
+        metrics = task.metrics(model(part.inputs, part.lengths), part)
+        size = part.targets.shape[0]
+        for name, value in metrics.items():
+            totals[name] = totals.get(name, 0.0) + value * size / count
+    model.train()
+    return totals
+
+
+def gradient_reach(model: SequenceModel, task: AbstractTask, data: Batch) -> tuple[int, float]:
+    """Effective horizon and per-step decay of ``||dL/dh_k||`` on one batch (top layer)."""
+    model.zero_grad(set_to_none=True)
+    with model.recurrent.recording_profile() as profile:
+        task.loss(model(data.inputs, data.lengths), data).backward()
+    model.zero_grad(set_to_none=True)
+    norms = profile.norms()
+    if not torch.isfinite(norms).all():
+        return 0, math.nan
+    return effective_horizon(norms), decay_rate(norms)
+
+
+def train(
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool | None = None,
+    callbacks: Sequence[StepCallback] = (),
+) -> RunResult:
+    """Train the model ``config`` describes on its task, writing a run directory at ``out``.
+
+    Each step: sample a batch, forward, loss, backward, clip (recording the pre-clip norm),
+    optimizer step (skipped if the loss or the gradient is non-finite), learning-rate
+    schedule, log, and periodically evaluate and checkpoint.
+
+    Args:
+        config: the run's configuration.
+        out: the run directory. It must not exist (or be empty) unless ``resume`` or ``overwrite``.
+        resume: continue the run saved in ``out`` from its checkpoint; the curve continues
+            exactly as if the run had never stopped.
+        overwrite: replace an existing run directory.
+        device: where to train.
+        progress: show a progress bar; ``None`` shows one when stderr is a terminal.
+        callbacks: functions called with every step's record.
+
+    Returns:
+        A :class:`RunResult`; also written to ``out/summary.json``.
+    """
+    # Validate everything before touching the disk: a bad name must not leave a run dir.
+    task = get_task(config.task, config.length)
+    torch.manual_seed(config.seed)
+    model = build_model(config, task).to(device)
+    optimizer = make_optimizer(config, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
+    data_rng = torch.Generator().manual_seed(config.seed)
+    validation = task.sample(
+        config.eval_size, torch.Generator().manual_seed(config.seed + VALIDATION_SEED_OFFSET)
+    ).to(device)
+
+    step, nonfinite_steps = 0, 0
+    if resume:
+        run = RunDirectory.resume(out, config)
+        state = run.load_checkpoint(map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        data_rng.set_state(state["rng"]["data"])
+        step, nonfinite_steps = state["step"], state["nonfinite_steps"]
+        run.truncate_metrics(step)
+    else:
+        run = RunDirectory.create(out, config, overwrite=overwrite)
+
+    def save_checkpoint() -> None:
+        run.save_checkpoint(
+            {
+                "step": step,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "data": data_rng.get_state()},
+                "nonfinite_steps": nonfinite_steps,
+            }
+        )
+
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=config.steps, initial=step, disable=not show, desc=f"{config.cell} {config.task}")
+    metrics = evaluate(model, task, validation) if step >= config.steps else {}
+    model.train()
+    started = time.perf_counter()
+    while step < config.steps:
+        # 1. data
+        batch = task.sample(config.batch, data_rng).to(device)
+        # 2. forward and loss
+        loss = task.loss(model(batch.inputs, batch.lengths), batch)
+        # 3. backward
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # 4. clip, recording the global norm before clipping
+        clip = clip_gradients_(model.parameters(), config.clip_norm, config.clip_value)
+        # 5. update, never with a non-finite loss or gradient
+        loss_value = loss.item()
+        finite = math.isfinite(loss_value) and math.isfinite(clip.norm)
+        if finite:
+            optimizer.step()
+        else:
+            nonfinite_steps += 1
+        # 6. learning-rate schedule
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        step += 1
+        # 7. log
+        record = {
+            "step": step,
+            "split": "train",
+            "loss": loss_value,
+            "grad_norm": clip.norm,
+            "clipped": clip.clipped,
+            "lr": lr,
+            "skipped_nonfinite": not finite,
+        }
+        run.log(record)
+        for callback in callbacks:
+            callback(record)
+        # 8. evaluate and checkpoint on schedule
+        if step % config.eval_every == 0 or step == config.steps:
+            metrics = evaluate(model, task, validation)
+            run.log({"step": step, "split": "validation", **metrics})
+            bar.write(_eval_line(step, task, metrics, nonfinite_steps))
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save_checkpoint()
+        bar.set_postfix(loss=f"{loss_value:.4f}", grad=f"{clip.norm:.3g}", **_short(task, metrics))
+        bar.update(1)
+    bar.close()
+
+    horizon, rate = gradient_reach(model, task, _slice(validation, 0, config.batch))
+    value = metrics[task.metric_name]
+    result = RunResult(
+        run_dir=Path(out),
+        steps=step,
+        metrics=metrics,
+        metric_name=task.metric_name,
+        baseline=task.baseline,
+        solved_threshold=task.solved_threshold,
+        solved=task.is_solved(value),
+        horizon=horizon,
+        decay_rate=rate,
+        nonfinite_steps=nonfinite_steps,
+    )
+    run.write_summary(
+        {
+            "task": config.task,
+            "length": config.length,
+            "cell": config.cell,
+            "steps": step,
+            "metrics": metrics,
+            "metric_name": task.metric_name,
+            "baseline": task.baseline,
+            "solved_threshold": task.solved_threshold,
+            "solved": result.solved,
+            "horizon": horizon,
+            "decay_rate": rate,
+            "nonfinite_steps": nonfinite_steps,
+            "train_seconds_this_session": time.perf_counter() - started,
+        }
+    )
+    return result
+
+
+def _slice(data: Batch, start: int, stop: int) -> Batch:
+    lengths = None if data.lengths is None else data.lengths[start:stop]
+    return Batch(data.inputs[start:stop], data.targets[start:stop], lengths)
+
+
+def _short(task: AbstractTask, metrics: dict[str, float]) -> dict[str, str]:
+    return {task.metric_name: f"{metrics[task.metric_name]:.4g}"} if metrics else {}
+
+
+def _eval_line(step: int, task: AbstractTask, metrics: dict[str, float], nonfinite: int) -> str:
+    values = ", ".join(f"{name} {value:.4g}" for name, value in metrics.items())
+    skipped = f", {nonfinite} non-finite steps skipped" if nonfinite else ""
+    return f"step {step}: validation {values} (baseline {task.metric_name} {task.baseline:.4g}){skipped}"

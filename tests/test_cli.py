@@ -1,0 +1,85 @@
+"""The `bptt` command line."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from bptt.cli import main
+
+TINY = ["--length", "8", "--hidden", "8", "--steps", "4", "--batch", "4", "--eval-every", "2",
+        "--eval-size", "16", "--no-progress"]
+
+
+def test_tasks_lists_every_task_with_its_baseline(capsys):
+    assert main(["tasks", "--length", "50"]) == 0
+    out = capsys.readouterr().out
+    for name in ("adding", "copy", "temporal-order", "agreement"):
+        assert name in out
+    assert "0.1667" in out  # the adding problem's trivial baseline
+
+
+def test_train_writes_a_run_and_gives_a_verdict(tmp_path, capsys):
+    assert main(["train", "adding", *TINY, "--cell", "gru", "--clip-norm", "1", "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "solved" in out and "trivial baseline" in out and "steps back" in out
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["cell"] == "gru" and config["clip_norm"] == 1.0 and config["steps"] == 4
+
+
+def test_resume_takes_the_saved_config_and_new_steps(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert main(["train", "adding", *TINY, "--cell", "lstm", "--out", out]) == 0
+    assert main(["train", "--resume", "--out", out, "--steps", "6", "--no-progress"]) == 0
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in lines if json.loads(line)["split"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "adding", "--cell", "lstn"], "unknown cell 'lstn'.*Did you mean 'lstm'"),
+        (["train", "addng"], "unknown task 'addng'.*Did you mean 'adding'"),
+        (["train", "adding", "--init", "identiy"], "unknown init 'identiy'.*Did you mean 'identity'"),
+        (["train", "adding", "--length", "0"], "length must be a positive integer"),
+        (["train"], "train needs a TASK"),
+        (["train", "--resume"], "--resume needs --out"),
+    ],
+)
+def test_bad_arguments_get_a_clear_error_and_exit_2(tmp_path, capsys, argv, message):
+    full = argv if argv == ["train", "--resume"] else [*argv, *TINY[2:], "--out", str(tmp_path / "x")]
+    assert main(full) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "x").exists()
+
+
+def test_existing_run_directory_exit_2_and_untouched(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert main(["train", "adding", *TINY, "--out", out]) == 0
+    before = (tmp_path / "r" / "metrics.jsonl").read_text()
+    assert main(["train", "adding", *TINY, "--out", out]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
+
+
+def test_clip_norm_and_clip_value_are_exclusive(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "adding", "--clip-norm", "1", "--clip-value", "1"])
+    assert exit_info.value.code == 2
+    assert "not allowed with" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["demo"], ["tasks"]])
+def test_help_explains_itself(command):
+    result = subprocess.run(
+        [sys.executable, "-m", "bptt.cli", *command, "--help"], capture_output=True, text=True, check=True
+    )
+    assert "usage: bptt" in result.stdout
+    if command == ["train"]:
+        for flag in ("--length", "--cell", "--clip-norm", "--clip-value", "--init", "--resume", "--overwrite"):
+            assert flag in result.stdout

@@ -1,0 +1,188 @@
+"""The training loop: run directory, determinism, resume, crash safety, non-finite guard."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+
+import pytest
+import torch
+
+from bptt import TrainConfig, train
+from bptt.rundir import RunDirectory, RunDirectoryError
+
+train_module = importlib.import_module("bptt.train")
+
+TINY = TrainConfig(
+    task="adding", length=10, cell="rnn-tanh", hidden=8, steps=6, batch=4,
+    eval_every=3, eval_size=16, checkpoint_every=3, seed=7,
+)
+
+
+def losses(run_dir) -> list[float]:
+    return [r["loss"] for r in RunDirectory(run_dir).metrics() if r["split"] == "train"]
+
+
+def test_run_directory_holds_config_metrics_checkpoint_and_summary(tmp_path):
+    result = train(TINY, tmp_path / "run", progress=False)
+    run = RunDirectory(tmp_path / "run")
+    assert run.config() == TINY
+    records = run.metrics()
+    assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in records if r["split"] == "validation"] == [3, 6]
+    assert all({"loss", "grad_norm", "clipped", "lr"} <= set(r) for r in records if r["split"] == "train")
+    assert run.load_checkpoint()["step"] == 6
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["solved"] == result.solved
+    assert summary["baseline"] == pytest.approx(1 / 6, abs=1e-3)
+    assert 0 <= result.horizon <= TINY.length - 1
+    assert "trivial baseline" in result.verdict()
+
+
+def test_same_seed_same_curve_other_seed_other_curve(tmp_path):
+    train(TINY, tmp_path / "a", progress=False)
+    train(TINY, tmp_path / "b", progress=False)
+    train(TrainConfig(**{**TINY.to_dict(), "seed": 8}), tmp_path / "c", progress=False)
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    assert losses(tmp_path / "a") != losses(tmp_path / "c")
+
+
+@pytest.mark.parametrize("cell", ["rnn-tanh", "lstm"])
+def test_resume_continues_the_same_curve(tmp_path, cell):
+    config = TrainConfig(**{**TINY.to_dict(), "cell": cell})
+    train(config, tmp_path / "straight", progress=False)
+    train(TrainConfig(**{**config.to_dict(), "steps": 3}), tmp_path / "split", progress=False)
+    train(config, tmp_path / "split", resume=True, progress=False)
+    assert losses(tmp_path / "split") == losses(tmp_path / "straight")
+
+
+def test_crash_leaves_last_checkpoint_and_resume_replays_from_it(tmp_path):
+    train(TINY, tmp_path / "straight", progress=False)
+
+    def crash(record):
+        if record["step"] == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TINY, tmp_path / "crashed", callbacks=[crash], progress=False)
+    run = RunDirectory(tmp_path / "crashed")
+    assert run.load_checkpoint()["step"] == 3
+    assert not list((tmp_path / "crashed").glob("*.tmp"))
+    train(TINY, tmp_path / "crashed", resume=True, progress=False)
+    assert losses(tmp_path / "crashed") == losses(tmp_path / "straight")
+
+
+def test_existing_run_directory_is_refused_unless_overwrite(tmp_path):
+    train(TINY, tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(RunDirectoryError, match="already exists.*--resume.*--overwrite"):
+        train(TINY, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+    train(TINY, tmp_path / "run", overwrite=True, progress=False)
+    assert len(losses(tmp_path / "run")) == TINY.steps
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(RunDirectoryError, match="not a bptt run directory"):
+        train(TINY, tmp_path / "mine", overwrite=True, progress=False)
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "not-a-checkpoint"])
+def test_corrupt_checkpoint_gets_a_clear_error(tmp_path, damage):
+    train(TrainConfig(**{**TINY.to_dict(), "steps": 3}), tmp_path / "run", progress=False)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    if damage == "truncate":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:200])
+    elif damage == "garbage":
+        checkpoint.write_bytes(b"\x00not a zip file at all")
+    else:
+        torch.save({"weights": torch.zeros(2)}, checkpoint)
+    metrics_before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(RunDirectoryError, match="corrupt or truncated|not a bptt checkpoint"):
+        train(TINY, tmp_path / "run", resume=True, progress=False)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics_before
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+    train(TINY, tmp_path / "run", progress=False)
+    with pytest.raises(RunDirectoryError, match="hidden: saved 8, given 16"):
+        train(TrainConfig(**{**TINY.to_dict(), "hidden": 16}), tmp_path / "run", resume=True, progress=False)
+
+
+def test_bad_names_fail_before_anything_is_written(tmp_path):
+    for field, value in (("task", "addng"), ("cell", "lstn"), ("init", "orthogonl")):
+        with pytest.raises(ValueError, match="Did you mean"):
+            train(TrainConfig(**{**TINY.to_dict(), field: value}), tmp_path / field, progress=False)
+        assert not (tmp_path / field).exists()
+
+
+def test_non_finite_steps_are_skipped_never_applied(tmp_path, monkeypatch):
+    """A NaN loss must not reach the weights: the step is skipped and counted."""
+    real_get_task = train_module.get_task
+    calls = {"n": 0}
+
+    def poisoned_get_task(name, length):
+        task = real_get_task(name, length)
+        real_loss = task.loss
+
+        def loss(prediction, batch):
+            value = real_loss(prediction, batch)
+            if not prediction.requires_grad:  # evaluation
+                return value
+            calls["n"] += 1
+            return value * math.nan if calls["n"] in (2, 4) else value
+
+        task.loss = loss
+        return task
+
+    monkeypatch.setattr(train_module, "get_task", poisoned_get_task)
+    result = train(TINY, tmp_path / "run", progress=False)
+    assert result.nonfinite_steps == 2
+    records = [r for r in RunDirectory(tmp_path / "run").metrics() if r["split"] == "train"]
+    assert [r["skipped_nonfinite"] for r in records] == [False, True, False, True, False, False]
+    state = RunDirectory(tmp_path / "run").load_checkpoint()["model"]
+    assert all(torch.isfinite(value).all() for value in state.values())
+
+
+def test_clipping_is_recorded(tmp_path):
+    config = TrainConfig(**{**TINY.to_dict(), "clip_norm": 1e-4})
+    train(config, tmp_path / "run", progress=False)
+    records = [r for r in RunDirectory(tmp_path / "run").metrics() if r["split"] == "train"]
+    assert all(r["clipped"] and r["grad_norm"] > 1e-4 for r in records)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
+def test_every_optimizer_and_schedule_learns_something(tmp_path, optimizer):
+    config = TrainConfig(
+        task="adding", length=5, cell="gru", hidden=16, steps=200, batch=32, eval_every=200,
+        eval_size=256, optimizer=optimizer, lr={"sgd": 0.3, "adam": 0.03, "rmsprop": 0.01}[optimizer],
+        schedule="cosine", warmup=5, weight_decay=1e-5,
+    )
+    result = train(config, tmp_path / optimizer, progress=False)
+    assert result.metrics["mse"] < 0.5 * result.baseline
+
+
+def test_lr_schedule_warms_up_then_decays():
+    config = TrainConfig(steps=100, warmup=10, schedule="cosine")
+    factors = [train_module.lr_factor(config, step) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0) and factors[-1] < 0.01
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+
+
+@pytest.mark.parametrize(
+    "values,match",
+    [
+        ({"steps": 0}, "steps must be a positive integer"),
+        ({"lr": -1.0}, "lr must be a positive finite number"),
+        ({"clip_norm": 1.0, "clip_value": 1.0}, "not both"),
+        ({"optimizer": "adamw"}, "Did you mean 'adam'"),
+    ],
+)
+def test_bad_config_values_are_explained(values, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**values)
