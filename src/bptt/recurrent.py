@@ -151,28 +151,37 @@ class Recurrent(nn.Module):
     ) -> tuple[Tensor | PackedSequence, State]:
         """Run the stack over a sequence. See the class docstring for shapes."""
         if isinstance(input, PackedSequence):
-            return self._forward_packed(input, state, lengths)
+            if lengths is not None:
+                raise ValueError("pass either a PackedSequence or `lengths`, not both")
+            padded, packed_lengths = pad_packed_sequence(input)
+            output, final = self._run(padded, state, packed_lengths, unbatched=False)
+            return pack_padded_sequence(output, packed_lengths, enforce_sorted=False), final
         if not isinstance(input, Tensor):
             raise TypeError(f"input must be a Tensor or a PackedSequence, got {type(input).__name__}")
-        unbatched = input.ndim == 2
         if input.ndim not in (2, 3):
             raise ValueError(
                 f"expected input of shape (T, B, {self.input_size}) "
                 f"({'batch first' if self.batch_first else 'time first'}) or unbatched "
                 f"(T, {self.input_size}); got {input.ndim}-D input of shape {tuple(input.shape)}"
             )
-        x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
+        if input.ndim == 2:
+            output, final = self._run(input.unsqueeze(1), state, lengths, unbatched=True)
+            return output.squeeze(1), map_state(lambda s: s.squeeze(1), final)
+        x = input.transpose(0, 1) if self.batch_first else input
+        output, final = self._run(x, state, lengths, unbatched=False)
+        return (output.transpose(0, 1) if self.batch_first else output), final
+
+    def _run(
+        self, x: Tensor, state: State | None, lengths: Tensor | None, unbatched: bool
+    ) -> tuple[Tensor, State]:
+        """The stack over time-major ``x`` of shape ``(T, B, I)``."""
         _check_input(x, self.input_size)
         steps, batch = x.shape[:2]
         mask = None if lengths is None else _length_mask(lengths, steps, batch, x.device)
         layer_states = self._split_state(state, batch, x, unbatched)
         if self._can_run_fused():
-            output, final = self._forward_fused(x, layer_states, lengths)
-        else:
-            output, final = self._forward_layers(x, layer_states, mask)
-        if unbatched:
-            return output.squeeze(1), map_state(lambda s: s.squeeze(1), final)
-        return (output.transpose(0, 1) if self.batch_first else output), final
+            return self._forward_fused(x, layer_states, lengths)
+        return self._forward_layers(x, layer_states, mask)
 
     # -- the three ways to run -------------------------------------------------------
 
@@ -270,21 +279,7 @@ class Recurrent(nn.Module):
             outputs.append(hidden)
         return torch.stack(outputs), state
 
-    # -- packed sequences and states ---------------------------------------------------
-
-    def _forward_packed(
-        self, packed: PackedSequence, state: State | None, lengths: Tensor | None
-    ) -> tuple[PackedSequence, State]:
-        if lengths is not None:
-            raise ValueError("pass either a PackedSequence or `lengths`, not both")
-        padded, packed_lengths = pad_packed_sequence(packed)
-        batch_first, self.batch_first = self.batch_first, False
-        try:
-            output, final = self.forward(padded, state, packed_lengths)
-        finally:
-            self.batch_first = batch_first
-        repacked = pack_padded_sequence(output, packed_lengths, enforce_sorted=False)
-        return repacked, final
+    # -- states ------------------------------------------------------------------------
 
     def _split_state(self, state: State | None, batch: int, x: Tensor, unbatched: bool) -> list[State]:
         """Per-layer states from torch's stacked ``(L, B, H)`` format (zeros if ``None``)."""
