@@ -102,8 +102,8 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
             "steps back the gradient reaches."
         ),
     )
-    demo.add_argument("--length", type=int, default=100, help="sequence length (default 100)")
-    demo.add_argument("--steps", type=int, default=600, help="optimizer steps per model (default 600)")
+    demo.add_argument("--length", type=int, default=50, help="sequence length (default 50)")
+    demo.add_argument("--steps", type=int, default=1500, help="optimizer steps per model (default 1500)")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the two runs go")
     demo.set_defaults(run=_run_demo)
 

@@ -51,7 +51,7 @@ class TrainConfig:
     steps: int = 2000
     batch: int = 64
     optimizer: str = "adam"
-    lr: float = 1e-3
+    lr: float = 3e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "constant"
