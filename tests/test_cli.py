@@ -38,6 +38,7 @@ def test_resume_takes_the_saved_config_and_new_steps(tmp_path, capsys):
     lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
     steps = [json.loads(line)["step"] for line in lines if json.loads(line)["split"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 6]
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["steps"] == 6
 
 
 @pytest.mark.parametrize(
@@ -83,3 +84,12 @@ def test_help_explains_itself(command):
     if command == ["train"]:
         for flag in ("--length", "--cell", "--clip-norm", "--clip-value", "--init", "--resume", "--overwrite"):
             assert flag in result.stdout
+
+
+def test_demo_compares_both_models(tmp_path, capsys):
+    assert main(["demo", "--length", "6", "--steps", "4", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "trivial baseline MSE 0.167" in out
+    for cell in ("rnn-tanh", "lstm"):
+        assert (tmp_path / "demo" / cell / "summary.json").exists()
+        assert any(line.startswith(cell) and "steps back" in line for line in out.splitlines())

@@ -101,10 +101,11 @@ def test_corrupt_checkpoint_gets_a_clear_error(tmp_path, damage):
         checkpoint.write_bytes(b"\x00not a zip file at all")
     else:
         torch.save({"weights": torch.zeros(2)}, checkpoint)
-    metrics_before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    before = {name: (tmp_path / "run" / name).read_text() for name in ("metrics.jsonl", "config.json")}
     with pytest.raises(RunDirectoryError, match="corrupt or truncated|not a bptt checkpoint"):
         train(TINY, tmp_path / "run", resume=True, progress=False)
-    assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics_before
+    for name, text in before.items():
+        assert (tmp_path / "run" / name).read_text() == text
 
 
 def test_resume_with_a_different_config_is_refused(tmp_path):

@@ -159,8 +159,8 @@ def _run_demo(args: argparse.Namespace) -> int:
             f"{result.horizon:>8} of {args.length - 1} steps back"
         )
     print(
-        "\nThe tanh RNN's gradient fades within a few steps (vanishing gradient), so it cannot "
-        "connect the markers to the output; the LSTM's cell state carries it across the sequence."
+        "\n'gradient reaches' is the largest distance d with ||dL/dh_(T-d)|| >= 1e-3 * ||dL/dh_T||: "
+        "a model whose gradient fades before it reaches the first marker cannot learn the task."
     )
     return 0
 

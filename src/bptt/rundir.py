@@ -76,14 +76,15 @@ class RunDirectory:
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
-        write_json(path / CONFIG, config.to_dict())
+        run.write_config(config)
         return run
 
     @classmethod
     def resume(cls, path: str | Path, config: TrainConfig) -> RunDirectory:
         """Open an existing run to continue it with ``config``.
 
-        Only ``steps`` may differ from the saved config (to train for longer).
+        Only ``steps`` may differ from the saved config (to train for longer); call
+        :meth:`write_config` once the checkpoint has loaded to record the new value.
 
         Raises:
             RunDirectoryError: missing directory or config, or a config that differs.
@@ -102,6 +103,9 @@ class RunDirectory:
                 "only --steps may change on resume"
             )
         return cls(path)
+
+    def write_config(self, config: TrainConfig) -> None:
+        write_json(self.path / CONFIG, config.to_dict())
 
     def config(self) -> TrainConfig:
         """The run's saved config."""

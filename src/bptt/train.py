@@ -174,6 +174,7 @@ def train(
         data_rng.set_state(state["rng"]["data"])
         step, nonfinite_steps = state["step"], state["nonfinite_steps"]
         run.truncate_metrics(step)
+        run.write_config(config)
     else:
         run = RunDirectory.create(out, config, overwrite=overwrite)
 
