@@ -117,7 +117,7 @@ def bench_shape(
     times: dict[str, list[float]] = {name: [] for name in variants}
     peak_mib: dict[str, float] = {}
     check_agreement(variants, rnn, x, h0, target)
-    for name, forward in variants.items():
+    for forward in variants.values():
         for _ in range(warmup):
             training_step(forward, rnn, x, h0, target)
     names = list(variants)
