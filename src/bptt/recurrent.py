@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -269,7 +270,7 @@ class Recurrent(nn.Module):
             hidden = cell.hidden(new_state)
             if mask is not None:
                 valid = mask[t].unsqueeze(-1)
-                new_state = map_state(lambda new, old: torch.where(valid, new, old), new_state, state)
+                new_state = map_state(partial(torch.where, valid), new_state, state)
                 hidden = torch.where(valid, cell.hidden(new_state), 0.0)
             state = new_state
             for hook in self._step_hooks.values():
