@@ -198,6 +198,17 @@ def main() -> None:
     report = {
         "benchmark": "bench_bptt",
         "step": "forward + mse_loss(all outputs) + backward, float32",
+        **environment(device),
+        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
+        "process_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "results": rows,
+    }
+    write_report(RESULTS, report)
+
+
+def environment(device: torch.device) -> dict[str, object]:
+    """What a benchmark's figures depend on: versions, device, threads, machine."""
+    return {
         "torch": torch.__version__,
         "device": str(device),
         "device_name": device_name(device),
@@ -205,14 +216,13 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "machine": platform.platform(),
         "python": platform.python_version(),
-        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
-        "process_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "results": rows,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2))
-    print(f"wrote {RESULTS}")
 
+
+def write_report(path: Path, report: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {path}")
 
 if __name__ == "__main__":
     main()

@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
-import platform
 import statistics
 from functools import partial
 from pathlib import Path
 
 import torch
-from bench_bptt import device_name, time_step
+from bench_bptt import environment, time_step, write_report
 from torch import nn
 
 from bptt import Recurrent
@@ -101,18 +99,11 @@ def main() -> None:
         rows.append(row)
     report = {
         "benchmark": "bench_recurrent",
-        "torch": torch.__version__,
-        "device": str(device),
-        "device_name": device_name(device),
-        "threads": torch.get_num_threads(),
-        "machine": platform.platform(),
+        **environment(device),
         "load_average": os.getloadavg()[0],
         "results": rows,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2))
-    print(f"wrote {RESULTS}")
-
+    write_report(RESULTS, report)
 
 if __name__ == "__main__":
     main()

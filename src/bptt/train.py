@@ -6,7 +6,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +193,6 @@ def train(
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=config.steps, initial=step, disable=not show, desc=f"{config.cell} {config.task}")
     metrics = evaluate(model, task, validation) if step >= config.steps else {}
-    model.train()
     started = time.perf_counter()
     while step < config.steps:
         # 1. data
@@ -259,15 +258,8 @@ def train(
             "task": config.task,
             "length": config.length,
             "cell": config.cell,
-            "steps": step,
-            "metrics": metrics,
-            "metric_name": task.metric_name,
-            "baseline": task.baseline,
-            "solved_threshold": task.solved_threshold,
-            "solved": result.solved,
-            "horizon": horizon,
-            "decay_rate": rate,
-            "nonfinite_steps": nonfinite_steps,
+            **asdict(result),
+            "run_dir": str(result.run_dir),
             "train_seconds_this_session": time.perf_counter() - started,
         }
     )
