@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bptt import LastStepHead, PerStepHead, Recurrent, SequenceModel, TrainConfig, build_model
+from bptt import (
+    LastStepHead,
+    PerStepHead,
+    Recurrent,
+    SequenceModel,
+    TrainConfig,
+    build_model,
+)
 from bptt.tasks import get_task
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -19,6 +20,35 @@ from bptt.diagnostics.profile import GradientProfile
 
 StepHook = Callable[[int, int, State], None]
 """``hook(layer, t, state)``, called after every step of the unrolled loop."""
+
+
+
+@dataclass
+class LayerTape:
+    """What one layer computed in an unrolled forward pass, as tensors in the autograd graph.
+
+    The outputs and the final state are separate nodes from the states, so the gradient
+    reaching them is the direct part (from the layers above and the loss) and the gradient
+    reaching ``states[t]`` is the total derivative through all paths.
+
+    Attributes:
+        cell: the layer's cell.
+        inputs: the layer's input sequence, ``(T, B, I)``, after inter-layer dropout.
+        initial: the state before the first step.
+        mask: ``(T, B)``, ``True`` at valid steps; ``None`` when every step is valid.
+        states: the state after each step t = 0..T-1 (frozen at padded steps).
+        outputs: the hidden output at each step (zero at padded steps), each ``(B, H)``.
+        final: the final state the layer hands on (set when the layer has run).
+    """
+
+    cell: AbstractCell
+    inputs: Tensor
+    initial: State
+    mask: Tensor | None
+    states: list[State] = field(default_factory=list)
+    outputs: list[Tensor] = field(default_factory=list)
+    final: State | None = None
+
 
 _FUSED_MODULES: dict[str, Callable[..., nn.Module]] = {
     "RNN_TANH": lambda *a, **k: nn.RNN(*a, nonlinearity="tanh", **k),
@@ -77,6 +107,7 @@ class Recurrent(nn.Module):
         self.dropout = dropout
         self._step_hooks: OrderedDict[int, StepHook] = OrderedDict()
         self._profile: GradientProfile | None = None
+        self._tape: list[LayerTape] | None = None
         self._fused_template: dict[str, nn.Module] = {}
 
     @classmethod
@@ -144,6 +175,22 @@ class Recurrent(nn.Module):
         finally:
             self._profile = None
 
+    @contextlib.contextmanager
+    def recording_tape(self) -> Iterator[list[LayerTape]]:
+        """Record every layer's inputs, states and outputs during the next forward passes.
+
+        Forces the unrolled loop, so that each step's state is a tensor of its own in the
+        autograd graph: ``torch.autograd.grad(loss, tape[l].states)`` gives the total
+        derivatives ``dL/dh_t``. This is the tap that :func:`bptt.diagnose` builds on.
+        """
+        if self._tape is not None:
+            raise RuntimeError("a tape is already being recorded on this module")
+        self._tape = []
+        try:
+            yield self._tape
+        finally:
+            self._tape = None
+
     def forward(
         self,
         input: Tensor | PackedSequence,
@@ -187,7 +234,12 @@ class Recurrent(nn.Module):
     # -- the three ways to run -------------------------------------------------------
 
     def _can_run_fused(self) -> bool:
-        return self.fused_mode is not None and not self._step_hooks and self._profile is None
+        return (
+            self.fused_mode is not None
+            and not self._step_hooks
+            and self._profile is None
+            and self._tape is None
+        )
 
     def _forward_fused(
         self, x: Tensor, layer_states: list[State], lengths: Tensor | None
@@ -229,7 +281,8 @@ class Recurrent(nn.Module):
         for layer, cell in enumerate(self.cells):
             if layer > 0:
                 x = nn.functional.dropout(x, self.dropout, self.training)
-            if isinstance(cell, ElmanCell) and not self._step_hooks and (
+            tapped = self._step_hooks or self._tape is not None
+            if isinstance(cell, ElmanCell) and not tapped and (
                 self._profile is not None or cell.fused_mode is None
             ):
                 x, final = self._run_explicit_bptt(layer, cell, x, layer_states[layer], mask)
@@ -264,6 +317,10 @@ class Recurrent(nn.Module):
         self, layer: int, cell: AbstractCell, x: Tensor, state: State, mask: Tensor | None
     ) -> tuple[Tensor, State]:
         recorder = _HookRecorder(self._profile, layer, x) if self._profile is not None else None
+        tape = None
+        if self._tape is not None:
+            tape = LayerTape(cell, x, state, mask)
+            self._tape.append(tape)
         outputs = []
         for t in range(x.shape[0]):
             new_state = cell.step(x[t], state)
@@ -277,7 +334,17 @@ class Recurrent(nn.Module):
                 hook(layer, t, state)
             if recorder is not None:
                 recorder.watch(t, cell.hidden(state))
+            if tape is not None:
+                # Fresh nodes: dL/dc_t must not include the path through h_t = o * tanh(c_t).
+                state = map_state(torch.clone, state)
+                tape.states.append(state)
+                hidden = cell.hidden(state).clone() if mask is None else torch.where(
+                    mask[t].unsqueeze(-1), cell.hidden(state), 0.0
+                )
+                tape.outputs.append(hidden)
             outputs.append(hidden)
+        if tape is not None:
+            state = tape.final = map_state(torch.clone, state)
         return torch.stack(outputs), state
 
     # -- states ------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from bptt.cells.elman import ElmanCell
 from bptt.cells.gated import GRUCell, LSTMCell
 
 __all__ = [
-    "AbstractCell",
     "CELLS",
+    "AbstractCell",
     "CellSpec",
     "ElmanCell",
     "GRUCell",

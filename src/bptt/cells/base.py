@@ -43,6 +43,10 @@ class AbstractCell(nn.Module, abc.ABC):
     num_gates: ClassVar[int]
     """Number of ``H``-row blocks stacked in ``weight_ih`` / ``weight_hh`` (1, 3 or 4)."""
 
+    gate_activations: ClassVar[dict[str, str]]
+    """The names returned by :meth:`gates`, each with its activation: ``"sigmoid"``,
+    ``"tanh"`` or ``"none"`` (a pre-activation)."""
+
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
@@ -98,6 +102,15 @@ class AbstractCell(nn.Module, abc.ABC):
 
         Returns:
             The state at step t, with the same structure as ``state``.
+        """
+
+    @abc.abstractmethod
+    def gates(self, x_t: Tensor, state: State) -> dict[str, Tensor]:
+        """The named gate values of the step from ``state`` on input ``x_t``, each ``(B, H)``.
+
+        Elman cells give the pre-activation ``"z"``; gated cells their activated gates.
+        Diagnostics read them for saturation and gate statistics, and to say in which gate
+        a non-finite value first appears.
         """
 
     def hidden(self, state: State) -> Tensor:

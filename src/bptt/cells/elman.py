@@ -33,6 +33,7 @@ class ElmanCell(AbstractCell):
     """
 
     num_gates: ClassVar[int] = 1
+    gate_activations: ClassVar[dict[str, str]] = {"z": "none"}
 
     def __init__(
         self, input_size: int, hidden_size: int, nonlinearity: str = "tanh", bias: bool = True
@@ -44,8 +45,20 @@ class ElmanCell(AbstractCell):
         self._activation = ACTIVATIONS[nonlinearity]
 
     def step(self, x_t: Tensor, state: Tensor) -> Tensor:
+        return self._activation(self.gates(x_t, state)["z"])
+
+    def gates(self, x_t: Tensor, state: Tensor) -> dict[str, Tensor]:
         input_part, recurrent_part = self.gate_input(x_t, state)
-        return self._activation(input_part + recurrent_part)
+        return {"z": input_part + recurrent_part}
+
+    def derivative(self, z: Tensor) -> Tensor:
+        """``f'(z)``, the diagonal of :math:`\\partial h_t / \\partial z_t`."""
+        if self.nonlinearity == "tanh":
+            return 1 - torch.tanh(z).square()
+        if self.nonlinearity == "sigmoid":
+            sigma = torch.sigmoid(z)
+            return sigma * (1 - sigma)
+        return (z > 0).to(z.dtype)
 
     @property
     def fused_mode(self) -> str | None:

@@ -30,15 +30,27 @@ class GRUCell(AbstractCell):
     """
 
     num_gates: ClassVar[int] = 3
+    gate_activations: ClassVar[dict[str, str]] = {
+        "reset": "sigmoid",
+        "update": "sigmoid",
+        "candidate": "tanh",
+    }
 
     def step(self, x_t: Tensor, state: Tensor) -> Tensor:
+        gates = self.gates(x_t, state)
+        candidate = gates["candidate"]
+        return candidate + gates["update"] * (state - candidate)
+
+    def gates(self, x_t: Tensor, state: Tensor) -> dict[str, Tensor]:
         input_part, recurrent_part = self.gate_input(x_t, state)
         i_r, i_z, i_n = input_part.chunk(3, dim=-1)
         h_r, h_z, h_n = recurrent_part.chunk(3, dim=-1)
         reset = torch.sigmoid(i_r + h_r)
-        update = torch.sigmoid(i_z + h_z)
-        candidate = torch.tanh(i_n + reset * h_n)
-        return candidate + update * (state - candidate)
+        return {
+            "reset": reset,
+            "update": torch.sigmoid(i_z + h_z),
+            "candidate": torch.tanh(i_n + reset * h_n),
+        }
 
     @property
     def fused_mode(self) -> str:
@@ -63,6 +75,12 @@ class LSTMCell(AbstractCell):
     """
 
     num_gates: ClassVar[int] = 4
+    gate_activations: ClassVar[dict[str, str]] = {
+        "input": "sigmoid",
+        "forget": "sigmoid",
+        "cell": "tanh",
+        "output": "sigmoid",
+    }
 
     def init_state(
         self,
@@ -75,12 +93,20 @@ class LSTMCell(AbstractCell):
         return h, torch.zeros_like(h)
 
     def step(self, x_t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        h, c = state
-        input_part, recurrent_part = self.gate_input(x_t, h)
-        i, f, g, o = (input_part + recurrent_part).chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        gates = self.gates(x_t, state)
+        c = gates["forget"] * state[1] + gates["input"] * gates["cell"]
+        h = gates["output"] * torch.tanh(c)
         return h, c
+
+    def gates(self, x_t: Tensor, state: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        input_part, recurrent_part = self.gate_input(x_t, state[0])
+        i, f, g, o = (input_part + recurrent_part).chunk(4, dim=-1)
+        return {
+            "input": torch.sigmoid(i),
+            "forget": torch.sigmoid(f),
+            "cell": torch.tanh(g),
+            "output": torch.sigmoid(o),
+        }
 
     def hidden(self, state: tuple[Tensor, Tensor]) -> Tensor:
         return state[0]
