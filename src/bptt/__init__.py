@@ -3,7 +3,16 @@
 from bptt.autograd import elman_bptt
 from bptt.cells import CELLS, AbstractCell, ElmanCell, GRUCell, LSTMCell
 from bptt.config import TrainConfig
-from bptt.diagnostics import GradientProfile, decay_rate, effective_horizon
+from bptt.diagnostics import (
+    Diagnosis,
+    GradientProfile,
+    Watch,
+    decay_rate,
+    diagnose,
+    effective_horizon,
+    gradient_profiles,
+    watch,
+)
 from bptt.models import LastStepHead, PerStepHead, SequenceModel
 from bptt.recurrent import Recurrent
 from bptt.train import RunResult, build_model, train
@@ -13,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CELLS",
     "AbstractCell",
+    "Diagnosis",
     "ElmanCell",
     "GRUCell",
     "GradientProfile",
@@ -23,9 +33,13 @@ __all__ = [
     "RunResult",
     "SequenceModel",
     "TrainConfig",
+    "Watch",
     "build_model",
     "decay_rate",
+    "diagnose",
     "effective_horizon",
     "elman_bptt",
+    "gradient_profiles",
     "train",
+    "watch",
 ]

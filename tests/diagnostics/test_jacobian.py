@@ -259,3 +259,30 @@ def test_errors_say_what_was_expected():
             lyapunov_exponents(step, inputs, states, k)
     with pytest.raises(ValueError, match=r"same shape, got \(21, 5\) -> \(21, 4\)"):
         step_spectral_norms(lambda x, s: s[:, :4], inputs, states)
+
+
+@pytest.mark.parametrize("cell", ["rnn-tanh", "rnn-relu", "rnn-sigmoid", "gru", "lstm"])
+def test_factored_cell_jacobians_equal_autograd(cell):
+    """CellSteps' J v and J^T u (A W_hh + C form) equal the autograd maps of the cell's step."""
+    from bptt.cells import make_cell
+    from bptt.diagnostics.jacobian import CellSteps, StepFunctionSteps
+
+    torch.manual_seed(0)
+    module = make_cell(cell, 3, 4).double()
+    parts = 2 if cell == "lstm" else 1
+    inputs = torch.randn(5, 3, 3, dtype=torch.float64)
+    states = torch.randn(5, 3, 4 * parts, dtype=torch.float64)
+
+    def step(x, s):
+        new = module.step(x, tuple(s.chunk(2, -1)) if parts == 2 else s)
+        return torch.cat(new, -1) if parts == 2 else new
+
+    factored, reference = CellSteps(module, inputs, states), StepFunctionSteps(step, inputs, states)
+    v = torch.randn(2, 3, 4 * parts, dtype=torch.float64)
+    for t in range(5):
+        for ours, theirs in zip(factored.maps(t), reference.maps(t), strict=True):
+            torch.testing.assert_close(ours(v), theirs(v), rtol=1e-12, atol=1e-12)
+    mask = torch.rand(5, 3) > 0.3
+    for ours, theirs in zip(factored.maps(mask), reference.maps(mask), strict=True):
+        w = torch.randn(int(mask.sum()), 4 * parts, dtype=torch.float64)
+        torch.testing.assert_close(ours(w), theirs(w), rtol=1e-12, atol=1e-12)

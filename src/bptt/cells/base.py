@@ -92,9 +92,8 @@ class AbstractCell(nn.Module, abc.ABC):
         zeros = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
         return zeros
 
-    @abc.abstractmethod
     def step(self, x_t: Tensor, state: State) -> State:
-        """Advance one time step.
+        """Advance one time step: the two projections, then the cell's pointwise update.
 
         Args:
             x_t: input at step t, shape ``(B, I)``.
@@ -103,14 +102,28 @@ class AbstractCell(nn.Module, abc.ABC):
         Returns:
             The state at step t, with the same structure as ``state``.
         """
+        return self.pointwise(*self.gate_input(x_t, self.hidden(state)), state)
 
-    @abc.abstractmethod
     def gates(self, x_t: Tensor, state: State) -> dict[str, Tensor]:
         """The named gate values of the step from ``state`` on input ``x_t``, each ``(B, H)``.
 
         Elman cells give the pre-activation ``"z"``; gated cells their activated gates.
         Diagnostics read them for saturation and gate statistics, and to say in which gate
         a non-finite value first appears.
+        """
+        return self.gate_values(*self.gate_input(x_t, self.hidden(state)), state)
+
+    @abc.abstractmethod
+    def gate_values(self, input_part: Tensor, recurrent_part: Tensor, state: State) -> dict[str, Tensor]:
+        """:meth:`gates` from the projections ``W_ih x_t + b_ih`` and ``W_hh h + b_hh``."""
+
+    @abc.abstractmethod
+    def pointwise(self, input_part: Tensor, recurrent_part: Tensor, state: State) -> State:
+        """The step after the projections: unit by unit, unit ``j`` of the new state
+        depends only on unit ``j`` of every gate block and of the old state.
+
+        This split makes the step's Jacobian :math:`J = A\\, W_{hh} + C` with ``A`` and ``C``
+        unit-wise (see :class:`bptt.diagnostics.jacobian.CellSteps`).
         """
 
     def hidden(self, state: State) -> Tensor:

@@ -44,12 +44,11 @@ class ElmanCell(AbstractCell):
         self.nonlinearity = nonlinearity
         self._activation = ACTIVATIONS[nonlinearity]
 
-    def step(self, x_t: Tensor, state: Tensor) -> Tensor:
-        return self._activation(self.gates(x_t, state)["z"])
-
-    def gates(self, x_t: Tensor, state: Tensor) -> dict[str, Tensor]:
-        input_part, recurrent_part = self.gate_input(x_t, state)
+    def gate_values(self, input_part: Tensor, recurrent_part: Tensor, state: Tensor) -> dict[str, Tensor]:
         return {"z": input_part + recurrent_part}
+
+    def pointwise(self, input_part: Tensor, recurrent_part: Tensor, state: Tensor) -> Tensor:
+        return self._activation(self.gate_values(input_part, recurrent_part, state)["z"])
 
     def derivative(self, z: Tensor) -> Tensor:
         """``f'(z)``, the diagonal of :math:`\\partial h_t / \\partial z_t`."""

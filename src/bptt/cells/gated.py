@@ -36,13 +36,7 @@ class GRUCell(AbstractCell):
         "candidate": "tanh",
     }
 
-    def step(self, x_t: Tensor, state: Tensor) -> Tensor:
-        gates = self.gates(x_t, state)
-        candidate = gates["candidate"]
-        return candidate + gates["update"] * (state - candidate)
-
-    def gates(self, x_t: Tensor, state: Tensor) -> dict[str, Tensor]:
-        input_part, recurrent_part = self.gate_input(x_t, state)
+    def gate_values(self, input_part: Tensor, recurrent_part: Tensor, state: Tensor) -> dict[str, Tensor]:
         i_r, i_z, i_n = input_part.chunk(3, dim=-1)
         h_r, h_z, h_n = recurrent_part.chunk(3, dim=-1)
         reset = torch.sigmoid(i_r + h_r)
@@ -51,6 +45,11 @@ class GRUCell(AbstractCell):
             "update": torch.sigmoid(i_z + h_z),
             "candidate": torch.tanh(i_n + reset * h_n),
         }
+
+    def pointwise(self, input_part: Tensor, recurrent_part: Tensor, state: Tensor) -> Tensor:
+        gates = self.gate_values(input_part, recurrent_part, state)
+        candidate = gates["candidate"]
+        return candidate + gates["update"] * (state - candidate)
 
     @property
     def fused_mode(self) -> str:
@@ -92,14 +91,9 @@ class LSTMCell(AbstractCell):
         h = super().init_state(batch_size, device=device, dtype=dtype)
         return h, torch.zeros_like(h)
 
-    def step(self, x_t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        gates = self.gates(x_t, state)
-        c = gates["forget"] * state[1] + gates["input"] * gates["cell"]
-        h = gates["output"] * torch.tanh(c)
-        return h, c
-
-    def gates(self, x_t: Tensor, state: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
-        input_part, recurrent_part = self.gate_input(x_t, state[0])
+    def gate_values(
+        self, input_part: Tensor, recurrent_part: Tensor, state: tuple[Tensor, Tensor]
+    ) -> dict[str, Tensor]:
         i, f, g, o = (input_part + recurrent_part).chunk(4, dim=-1)
         return {
             "input": torch.sigmoid(i),
@@ -107,6 +101,14 @@ class LSTMCell(AbstractCell):
             "cell": torch.tanh(g),
             "output": torch.sigmoid(o),
         }
+
+    def pointwise(
+        self, input_part: Tensor, recurrent_part: Tensor, state: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        gates = self.gate_values(input_part, recurrent_part, state)
+        c = gates["forget"] * state[1] + gates["input"] * gates["cell"]
+        h = gates["output"] * torch.tanh(c)
+        return h, c
 
     def hidden(self, state: tuple[Tensor, Tensor]) -> Tensor:
         return state[0]

@@ -1,5 +1,34 @@
 """Diagnostics: see the gradient along the time axis."""
 
+from bptt.diagnostics.anomalies import (
+    LossSpikeDetector,
+    NonFiniteReport,
+    OscillationDetector,
+)
+from bptt.diagnostics.diagnosis import (
+    Diagnosis,
+    LayerDiagnosis,
+    default_loss,
+    diagnose,
+    gradient_profiles,
+)
 from bptt.diagnostics.profile import GradientProfile, decay_rate, effective_horizon
+from bptt.diagnostics.verdict import Verdict
+from bptt.diagnostics.watch import Watch, watch
 
-__all__ = ["GradientProfile", "decay_rate", "effective_horizon"]
+__all__ = [
+    "Diagnosis",
+    "GradientProfile",
+    "LayerDiagnosis",
+    "LossSpikeDetector",
+    "NonFiniteReport",
+    "OscillationDetector",
+    "Verdict",
+    "Watch",
+    "decay_rate",
+    "default_loss",
+    "diagnose",
+    "effective_horizon",
+    "gradient_profiles",
+    "watch",
+]

@@ -20,16 +20,21 @@ must be a pure function that ``torch.func`` can transform (``vjp`` of ``vjp``, `
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor
-from torch.func import jacrev, vjp, vmap
+from torch.func import jacrev, jvp, vjp, vmap
+
+from bptt.cells import AbstractCell, State
 
 StepFunction = Callable[[Tensor, Tensor], Tensor]
 """``step(x, s) -> s_new``: inputs ``(N, I)`` and flat states ``(N, S)`` to states ``(N, S)``."""
 
-_LinearMap = Callable[[Tensor], Tensor]
+LinearMap = Callable[[Tensor], Tensor]
+"""A linear map on vectors of shape ``(*, N, S)``: ``J v`` or ``J^T u`` for N rows."""
 
 
 def _check(inputs: Tensor, states: Tensor, mask: Tensor | None, iterations: int = 1) -> Tensor:
@@ -58,20 +63,158 @@ def _check(inputs: Tensor, states: Tensor, mask: Tensor | None, iterations: int 
     return mask
 
 
-def _linearize(step: StepFunction, x: Tensor, s: Tensor) -> tuple[_LinearMap, _LinearMap]:
-    r"""The maps :math:`v \mapsto J v` and :math:`u \mapsto J^T u` of ``step`` at ``(x, s)``.
+BLOCK = 4
+"""Vectors per row in the block power iteration of span products (default)."""
 
-    Both reuse one forward pass. :math:`J v` is the VJP of the (linear) VJP map, which costs
-    about one backward pass instead of the forward and tangent passes of ``torch.func.jvp``.
+Index = int | Tensor
+"""Selects rows of a trajectory: a step ``t``, or a ``(T, B)`` boolean mask."""
+
+
+class Linearization(abc.ABC):
+    """The Jacobians :math:`J_t` of one trajectory as linear maps, for every step and sample.
+
+    Args:
+        inputs: the input of every step, ``(T, B, I)``.
+        states: the flat state *before* every step, ``(T, B, S)``.
     """
-    out, vjp_fn = vjp(lambda s: step(x, s), s)
-    if out.shape != s.shape:
-        raise ValueError(
-            f"step must map states of shape (N, S) to new states of the same shape, got "
-            f"{tuple(s.shape)} -> {tuple(out.shape)}; flatten the state, e.g. cat([h, c], dim=1)"
-        )
-    _, transpose_fn = vjp(lambda u: vjp_fn(u)[0], torch.zeros_like(out))
-    return (lambda v: transpose_fn(v)[0]), (lambda u: vjp_fn(u)[0])
+
+    def __init__(self, inputs: Tensor, states: Tensor) -> None:
+        self.inputs, self.states = inputs, states.detach()
+
+    @abc.abstractmethod
+    def maps(self, index: Index) -> tuple[LinearMap, LinearMap]:
+        """:math:`v \\mapsto J v` and :math:`u \\mapsto J^T u` for the selected rows.
+
+        Both maps take vectors of shape ``(*, rows, S)``: any leading dimensions, then one
+        vector per selected row.
+        """
+
+
+class StepFunctionSteps(Linearization):
+    """Any :data:`StepFunction`, linearised with ``torch.func`` at each call of :meth:`maps`.
+
+    :math:`J v` is the VJP of the (linear) VJP map, about one backward pass instead of the
+    forward and tangent passes of ``torch.func.jvp``.
+    """
+
+    def __init__(self, step: StepFunction, inputs: Tensor, states: Tensor) -> None:
+        super().__init__(inputs, states)
+        self.step = step
+
+    def maps(self, index: Index) -> tuple[LinearMap, LinearMap]:
+        x, s = self.inputs[index], self.states[index]
+        out, vjp_fn = vjp(lambda s: self.step(x, s), s)
+        if out.shape != s.shape:
+            raise ValueError(
+                f"step must map states of shape (N, S) to new states of the same shape, got "
+                f"{tuple(s.shape)} -> {tuple(out.shape)}; flatten the state, e.g. cat([h, c], dim=1)"
+            )
+        _, transpose_fn = vjp(lambda u: vjp_fn(u)[0], torch.zeros_like(out))
+        return _batched(lambda v: transpose_fn(v)[0]), _batched(lambda u: vjp_fn(u)[0])
+
+
+class CellSteps(Linearization):
+    r"""The Jacobians of a bptt cell in factored form, :math:`J_t = A_t W_{hh} + C_t`.
+
+    A cell's step is two projections and a unit-wise update,
+    :math:`s_t = g(W_{ih} x_t + b_{ih},\ W_{hh} h_{t-1} + b_{hh},\ s_{t-1})` with ``h`` the
+    first ``H`` entries of the flat state. So for unit ``j`` of state part ``p``,
+
+    .. math::
+        (J_t v)_{p,j} = \sum_{	ext{gate } g} A_{t,g,p,j}\, (W_{hh} v_h)_{g,j}
+            + \sum_{	ext{part } q} C_{t,q,p,j}\, v_{q,j}
+
+    where :math:`A_{t,g,p,j} = \partial s_{t,p,j} / \partial (W_{hh} h)_{g,j}` and
+    :math:`C_{t,q,p,j} = \partial s_{t,p,j} / \partial s_{t-1,q,j}` (direct use only). One
+    forward-mode JVP per gate and per state part, over all steps at once, gives A and C;
+    afterwards each map is one matrix product with :math:`W_{hh}` and a few element-wise
+    products. For an Elman cell, ``A`` is :math:`f'(z_t)` and ``C`` is zero:
+    :math:`J_t = \mathrm{diag}(f'(z_t))\, W_{hh}`.
+
+    Args:
+        cell: the cell.
+        inputs: its input at every step, ``(T, B, I)``.
+        states: its flat state before every step, ``(T, B, S)``.
+        dtype: the precision of the maps (e.g. ``torch.float64``, so that long products of
+            small Jacobians do not underflow); default: the states' dtype.
+    """
+
+    def __init__(
+        self,
+        cell: AbstractCell,
+        inputs: Tensor,
+        states: Tensor,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(inputs, states)
+        self.cell = cell
+        hidden, size = cell.hidden_size, self.states.shape[-1]
+        self.parts, gates = size // hidden, cell.num_gates
+        with torch.no_grad():
+            rows_x, rows_s = inputs.flatten(0, 1), self.states.flatten(0, 1)
+            input_part, recurrent_part = cell.gate_input(rows_x, rows_s[:, :hidden])
+
+            def update(recurrent: Tensor, flat_state: Tensor) -> Tensor:
+                new = cell.pointwise(input_part, recurrent, _unflat(flat_state, self.parts))
+                return torch.cat(new, -1) if isinstance(new, tuple) else new
+
+            shape = (*inputs.shape[:2], self.parts, hidden)
+            primals = (recurrent_part, rows_s)
+            no_gate, no_state = torch.zeros_like(recurrent_part), torch.zeros_like(rows_s)
+            through_gates = [(_block(recurrent_part, g, hidden), no_state) for g in range(gates)]
+            direct = [(no_gate, _block(rows_s, q, hidden)) for q in range(self.parts)]
+            # (T, B, G, P, H) and (T, B, Q, P, H)
+            self.a = torch.stack([jvp(update, primals, t)[1].reshape(shape) for t in through_gates], 2)
+            self.c = torch.stack([jvp(update, primals, t)[1].reshape(shape) for t in direct], 2)
+        self.weight = cell.weight_hh.detach()
+        if dtype is not None:
+            self.a, self.c, self.weight = (x.to(dtype) for x in (self.a, self.c, self.weight))
+
+    def maps(self, index: Index) -> tuple[LinearMap, LinearMap]:
+        a, c, weight = self.a[index], self.c[index], self.weight
+        hidden, parts = self.cell.hidden_size, self.parts
+
+        def forward(v: Tensor) -> Tensor:
+            gates = (v[..., :hidden] @ weight.T).unflatten(-1, (-1, 1, hidden))  # (*, N, G, 1, H)
+            per_part = v.unflatten(-1, (parts, 1, hidden))  # (*, N, Q, 1, H)
+            return ((a * gates).sum(-3) + (c * per_part).sum(-3)).flatten(-2)
+
+        def backward(u: Tensor) -> Tensor:
+            u = u.unflatten(-1, (1, parts, hidden))  # (*, N, 1, P, H)
+            through_weight = (a * u).sum(-2).flatten(-2) @ weight  # (*, N, H)
+            direct = (c * u).sum(-2)  # (*, N, Q, H)
+            direct[..., 0, :] += through_weight
+            return direct.flatten(-2)
+
+        return forward, backward
+
+
+def _block(like: Tensor, index: int, size: int) -> Tensor:
+    """Ones on columns ``[index * size, (index + 1) * size)``, zeros elsewhere."""
+    tangent = torch.zeros_like(like)
+    tangent[:, index * size : (index + 1) * size] = 1
+    return tangent
+
+
+def _unflat(flat: Tensor, parts: int) -> State:
+    return tuple(flat.chunk(parts, dim=-1)) if parts > 1 else flat
+
+
+def _batched(fn: LinearMap) -> LinearMap:
+    """``fn`` on ``(N, S)`` extended to ``(*, N, S)`` by ``vmap`` over the leading dimensions."""
+
+    def apply(v: Tensor) -> Tensor:
+        if v.ndim == 2:
+            return fn(v)
+        return vmap(fn)(v.flatten(0, -3)).unflatten(0, v.shape[:-2])
+
+    return apply
+
+
+def _linearization(step: StepFunction | Linearization, inputs: Tensor, states: Tensor) -> Linearization:
+    if isinstance(step, Linearization):
+        return step
+    return StepFunctionSteps(step, inputs, states)
 
 
 def _randn(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -81,48 +224,60 @@ def _randn(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | No
     return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
 
 
-def _normalize(v: Tensor) -> tuple[Tensor, Tensor]:
-    """The rows of ``v`` scaled to norm 1, and the log of their norms (``-inf`` for zero rows).
-
-    Divides by the largest entry first, so that the squares of tiny rows do not underflow.
-    """
-    tiny = torch.finfo(v.dtype).tiny
-    scale = v.abs().amax(dim=-1, keepdim=True).clamp_min(tiny)
-    norm = (v / scale).norm(dim=-1, keepdim=True).clamp_min(tiny)
-    return v / scale / norm, (scale * norm).log().squeeze(-1)
-
-
 def _power_iteration(
-    forward: _LinearMap, backward: _LinearMap, v: Tensor, iterations: int
+    forward: LinearMap, backward: LinearMap, start: Tensor, iterations: int, tolerance: float
 ) -> Tensor:
-    r"""Largest singular value of a row-wise linear map :math:`A`, by power iteration.
+    r"""Largest singular value of a row-wise linear map :math:`A`, by block power iteration.
 
-    On :math:`A^T A`: :math:`v \leftarrow A^T A v / \|A^T A v\|`, estimate
-    :math:`\sigma = \|A v\|`, with ``forward`` = :math:`A` and ``backward`` = :math:`A^T`.
-    Stops once no estimate changed by more than a relative ``1e-10`` (or the dtype's epsilon,
-    if larger) in one iteration, checked every 5 iterations.
+    Each row carries an orthonormal block :math:`V` of ``block`` vectors:
+    :math:`U = A V`, estimate :math:`\sigma = \sigma_{\max}(U)` (Rayleigh-Ritz, a lower
+    bound that rises to :math:`\sigma_{\max}(A)`), then :math:`V = \mathrm{orth}(A^T U)`.
+    A block converges like :math:`(\sigma_{k+1} / \sigma_1)^2` per iteration instead of
+    :math:`(\sigma_2 / \sigma_1)^2`, which matters when the top singular values are close;
+    the maps are applied to the whole block in one call. ``forward`` = :math:`A` and
+    ``backward`` = :math:`A^T` take ``(block, *rows, S)``, the shape of ``start``. Stops once
+    no estimate changed by more than a relative ``tolerance`` (at least the dtype's
+    epsilon) in one iteration.
     """
-    tolerance = max(1e-10, torch.finfo(v.dtype).eps)
-    v, _ = _normalize(v)
+    v = start[0]
+    tolerance = max(tolerance, torch.finfo(v.dtype).eps)
+    basis = _orthonormal(start)
     previous = torch.full(v.shape[:-1], torch.inf, dtype=v.dtype, device=v.device)
     for i in range(1, iterations + 1):
-        u, log_sigma = _normalize(forward(v))
-        sigma = log_sigma.exp()
+        image = forward(basis)
+        scale = image.abs().amax(dim=(0, -1)).clamp_min(torch.finfo(v.dtype).tiny)
+        sigma = torch.linalg.matrix_norm(image.movedim(0, -1) / scale[..., None, None], 2) * scale
         converged = (sigma - previous).abs() <= tolerance * sigma
-        if i == iterations or (i % 5 == 0 and bool(converged.all())):
+        if i == iterations or bool(converged.all()):
             break
-        (v, _), previous = _normalize(backward(u)), sigma
+        basis, previous = _orthonormal(backward(image / scale[..., None])), sigma
     return sigma
+
+
+def _block_shape(shape: tuple[int, ...], block: int) -> tuple[int, ...]:
+    """``(block, *shape)`` for start vectors of shape ``(*rows, S)``, at most S vectors."""
+    if block < 1:
+        raise ValueError(f"expected a block of at least 1 vector, got {block}")
+    return (min(block, shape[-1]), *shape)
+
+
+def _orthonormal(block: Tensor) -> Tensor:
+    """An orthonormal basis, per row, of the ``k`` vectors in ``block`` of shape ``(k, *rows, S)``."""
+    scale = block.abs().amax(dim=(0, -1), keepdim=True).clamp_min(torch.finfo(block.dtype).tiny)
+    q = torch.linalg.qr((block / scale).movedim(0, -1)).Q
+    return q.movedim(-1, 0)
 
 
 @torch.no_grad()
 def step_spectral_norms(
-    step: StepFunction,
+    step: StepFunction | Linearization,
     inputs: Tensor,
     states: Tensor,
     *,
     mask: Tensor | None = None,
     iterations: int = 30,
+    tolerance: float = 1e-10,
+    block: int = 1,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     r"""Spectral norm :math:`\sigma_{\max}(J_t)` of every step's Jacobian, per sample.
@@ -135,11 +290,16 @@ def step_spectral_norms(
     one batched Jacobian-vector and one vector-Jacobian product.
 
     Args:
-        step: the recurrent step, see :data:`StepFunction`.
+        step: the recurrent step (see :data:`StepFunction`), or a :class:`Linearization`
+            of this trajectory.
         inputs: the input of every step.
         states: the state *before* every step, ``states[t]`` = :math:`s_{t-1}`.
         mask: ``True`` where the step is real, ``False`` at padding; ``None`` = all real.
         iterations: the most power iterations; fewer when all estimates have converged.
+        tolerance: converged when no estimate changes by more than this relative amount
+            in one iteration.
+        block: vectors per row in the block power iteration (more converge in fewer
+            iterations when the top singular values are close, at a higher cost each).
         generator: for the random start vectors; ``None`` = a generator seeded with 0.
 
     Returns:
@@ -150,23 +310,25 @@ def step_spectral_norms(
         - output: ``(T, B)``
     """
     mask = _check(inputs, states, mask, iterations)
-    x, s = inputs[mask], states[mask].detach()
-    jvp_fn, vjp_fn = _linearize(step, x, s)
-    start = _randn(s.shape, s, generator)
+    jvp_fn, vjp_fn = _linearization(step, inputs, states).maps(mask)
+    s = states[mask].detach()
+    start = _randn(_block_shape(s.shape, block), s, generator)
     norms = torch.full(mask.shape, torch.nan, dtype=s.dtype, device=s.device)
-    norms[mask] = _power_iteration(jvp_fn, vjp_fn, start, iterations)
+    norms[mask] = _power_iteration(jvp_fn, vjp_fn, start, iterations, tolerance)
     return norms
 
 
 @torch.no_grad()
 def product_spectral_norms(
-    step: StepFunction,
+    step: StepFunction | Linearization,
     inputs: Tensor,
     states: Tensor,
     spans: Sequence[int],
     *,
     mask: Tensor | None = None,
     iterations: int = 20,
+    tolerance: float = 1e-10,
+    block: int = BLOCK,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     r"""Spectral norm of the products of the last ``d`` Jacobians, for every span ``d``.
@@ -177,18 +339,24 @@ def product_spectral_norms(
     the factor by which a gradient at the last step can grow or shrink going ``d`` steps back.
     Padding steps (``mask`` False) freeze the state, so their Jacobian is the identity.
 
-    All spans and samples are rows of one power iteration on :math:`P_d^T P_d`: each
-    iteration is one JVP sweep over the last ``max(spans)`` steps and one VJP sweep back, and
-    the rows of span ``d`` are only acted on in the last ``d`` steps. In float32, products
-    below about ``1e-38`` underflow to 0.
+    Each span has its own power iteration on :math:`P_d^T P_d` (all samples as rows): one
+    JVP sweep over the last ``d`` steps and one VJP sweep back per iteration, stopping when
+    its estimates converge. Long products have a wide gap between their top singular values
+    and converge in a few iterations; short ones are cheap. In float32, products below about
+    ``1e-38`` underflow to 0: pass float64 states (or a float64 :class:`CellSteps`).
 
     Args:
-        step: the recurrent step, see :data:`StepFunction`.
+        step: the recurrent step (see :data:`StepFunction`), or a :class:`Linearization`
+            of this trajectory.
         inputs: the input of every step.
         states: the state *before* every step, ``states[t]`` = :math:`s_{t-1}`.
         spans: the lengths ``d`` of the products, each in ``[1, T]``.
         mask: ``True`` where the step is real, ``False`` at padding; ``None`` = all real.
         iterations: the most power iterations; fewer when all estimates have converged.
+        tolerance: converged when no estimate changes by more than this relative amount
+            in one iteration.
+        block: vectors per row in the block power iteration (more converge in fewer
+            iterations when the top singular values are close, at a higher cost each).
         generator: for the random start vectors; ``None`` = a generator seeded with 0.
 
     Returns:
@@ -205,36 +373,35 @@ def product_spectral_norms(
             f"expected a non-empty list of spans in [1, T] = [1, {steps}], got {list(spans)}; "
             "a span is the number of Jacobians in the product"
         )
-    # Rows are (span, sample), spans in descending order: at step t the spans acting on it
-    # (those with d >= T - t) are a prefix of the rows.
-    order = sorted(range(len(spans)), key=lambda i: -spans[i])
-    longest = spans[order[0]]
-    window = range(steps - longest, steps)
-    maps = [_linearize(step, inputs[t], states[t]) for t in window]
-    acting = [sum(spans[i] >= steps - t for i in order) for t in window]
-    real = [mask[t, :, None] for t in window]
+    linearization = _linearization(step, inputs, states)
+    maps: dict[int, tuple[LinearMap, LinearMap]] = {}
 
-    def sweep(v: Tensor, which: int, times: Sequence[int]) -> Tensor:
-        v = v.clone()
-        for k in times:
-            head = v[: acting[k]]
-            v[: acting[k]] = torch.where(real[k], vmap(maps[k][which])(head), head)
+    def sweep(v: Tensor, times: Sequence[int], which: int) -> Tensor:
+        for t in times:
+            if t not in maps:
+                maps[t] = linearization.maps(t)
+            v = torch.where(mask[t, :, None], maps[t][which](v), v)
         return v
 
-    def forward(v: Tensor) -> Tensor:
-        return sweep(v, 0, range(longest))
-
-    def backward(u: Tensor) -> Tensor:
-        return sweep(u, 1, range(longest - 1, -1, -1))
-
-    start = _randn((len(spans), *states.shape[1:]), states, generator)
-    norms = _power_iteration(forward, backward, start, iterations)
-    return norms[torch.tensor(order, device=norms.device).argsort()]
+    norms = []
+    for span in spans:  # one power iteration per span: long products converge in a few
+        window = range(steps - span, steps)
+        start = _randn(_block_shape(states.shape[1:], block), states, generator)
+        norms.append(
+            _power_iteration(
+                partial(sweep, times=window, which=0),
+                partial(sweep, times=window[::-1], which=1),
+                start,
+                iterations,
+                tolerance,
+            )
+        )
+    return torch.stack(norms)
 
 
 @torch.no_grad()
 def lyapunov_exponents(
-    step: StepFunction,
+    step: StepFunction | Linearization,
     inputs: Tensor,
     states: Tensor,
     k: int,
@@ -255,7 +422,8 @@ def lyapunov_exponents(
     direction to zero (e.g. dead ReLU units) gives :math:`\log 0 = -\infty`.
 
     Args:
-        step: the recurrent step, see :data:`StepFunction`.
+        step: the recurrent step (see :data:`StepFunction`), or a :class:`Linearization`
+            of this trajectory.
         inputs: the input of every step.
         states: the state *before* every step, ``states[t]`` = :math:`s_{t-1}`.
         k: how many exponents, in ``[1, S]``.
@@ -277,9 +445,10 @@ def lyapunov_exponents(
         raise ValueError(f"expected k in [1, S] = [1, {size}], got k={k}")
     q = torch.linalg.qr(_randn((batch, size, k), states, generator)).Q
     total = torch.zeros(batch, k, dtype=states.dtype, device=states.device)
+    linearization = _linearization(step, inputs, states)
     for t in range(inputs.shape[0]):
-        jvp_fn = _linearize(step, inputs[t], states[t])[0]
-        q_new, r = torch.linalg.qr(vmap(jvp_fn, in_dims=2, out_dims=2)(q))
+        jvp_fn = linearization.maps(t)[0]
+        q_new, r = torch.linalg.qr(jvp_fn(q.movedim(2, 0)).movedim(0, 2))
         q = torch.where(mask[t, :, None, None], q_new, q)
         total += torch.where(mask[t, :, None], r.diagonal(dim1=1, dim2=2).abs().log(), 0)
     return (total / mask.sum(0)[:, None]).sort(dim=1, descending=True).values

@@ -1,0 +1,135 @@
+"""Watching a loop: detectors, scheduled diagnoses, captures and their replay."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import bptt
+from bptt import TrainConfig, train
+from bptt.cli import main
+from bptt.diagnostics import LossSpikeDetector, OscillationDetector
+from bptt.diagnostics.watch import load_capture
+from bptt.replay import replay
+from bptt.rundir import read_jsonl
+
+
+def test_spike_detector_flags_a_jump_but_not_noise():
+    generator = torch.Generator().manual_seed(0)
+    detector = LossSpikeDetector(window=50, threshold=6.0)
+    noise = 1.0 + 0.05 * torch.randn(200, generator=generator)
+    assert all(detector.update(float(v)) is None for v in noise)
+    assert detector.update(3.0) > 6.0
+    assert detector.update(1.01) is None
+    restored = LossSpikeDetector(window=50)
+    restored.load_state_dict(detector.state_dict())
+    assert restored.score(3.0) == pytest.approx(detector.score(3.0))
+
+
+def test_oscillation_detector_flags_alternation_not_a_noisy_descent():
+    detector = OscillationDetector(window=40)
+    generator = torch.Generator().manual_seed(1)
+    descent = torch.linspace(2, 1, 100) + 0.01 * torch.randn(100, generator=generator)
+    assert not any(detector.update(float(v)) for v in descent)
+    swinging = [1.0 + 0.5 * (-1) ** i for i in range(40)]
+    assert [detector.update(v) for v in swinging][-1]
+
+
+def user_loop(tmp_path, steps=6, every=2, poison_step=None):
+    """A plain PyTorch loop with an nn.LSTM, watched."""
+    torch.manual_seed(0)
+    lstm = nn.LSTM(2, 8, batch_first=True)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.head = lstm, nn.Linear(8, 1)
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[0][:, -1]).squeeze(-1)
+
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    task = bptt.tasks.get_task("adding", 20)
+    generator = torch.Generator().manual_seed(0)
+    loss_fn = nn.functional.mse_loss
+    applied = []
+    with bptt.watch(model, every=every, out=tmp_path, loss_fn=loss_fn) as watcher:
+        for step in range(1, steps + 1):
+            batch = task.sample(8, generator)
+            x, y = batch.inputs, batch.targets.squeeze(-1)
+            if step == poison_step:
+                x = x.clone()
+                with torch.no_grad():
+                    model.lstm.weight_hh_l0[3, 0] = math.inf
+            optimizer.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            if watcher.observe(step, loss, x, y):
+                optimizer.step()
+                applied.append(step)
+            if step == poison_step:
+                with torch.no_grad():
+                    model.lstm.weight_hh_l0[3, 0] = 0.0
+    return watcher, applied
+
+
+def test_watch_records_diagnoses_on_schedule(tmp_path):
+    _, applied = user_loop(tmp_path, steps=6, every=2)
+    assert applied == [1, 2, 3, 4, 5, 6]
+    records = read_jsonl(tmp_path / "diagnostics.jsonl")
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert records[0]["layers"][0]["name"] == "lstm.l0"
+    assert len(records[0]["layers"][0]["profile"]) == 20
+    assert records[0]["verdict"] in {"vanishing", "healthy", "exploding"}
+
+
+def test_watch_localises_a_non_finite_step_skips_it_and_captures_it(tmp_path):
+    _, applied = user_loop(tmp_path, steps=4, every=0, poison_step=3)
+    assert applied == [1, 2, 4]
+    (anomaly,) = read_jsonl(tmp_path / "anomalies.jsonl")
+    assert anomaly["kind"] == "non-finite" and anomaly["step"] == 3
+    assert anomaly["report"]["tensor"] == "activation" and anomaly["report"]["layer"] == "lstm.l0"
+    capture = load_capture(anomaly["capture"])
+    assert math.isinf(capture["model"]["lstm.weight_hh_l0"][3, 0])
+
+
+def test_train_captures_a_non_finite_step_and_replay_reproduces_it(tmp_path, capsys):
+    config = TrainConfig(
+        task="adding", length=30, cell="rnn-relu", hidden=16, steps=5, batch=8,
+        optimizer="sgd", lr=1e30, momentum=0.0, eval_every=5, eval_size=16, diagnose_every=2,
+    )
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.nonfinite_steps >= 1
+    anomalies = [a for a in read_jsonl(tmp_path / "run" / "anomalies.jsonl") if a["kind"] == "non-finite"]
+    assert anomalies and all("capture" in a for a in anomalies)
+    outcome = replay(anomalies[0]["capture"])
+    assert outcome.reproduced
+    assert outcome.diagnosis.nonfinite.to_dict() | {"training_step": None} == anomalies[0]["report"] | {"training_step": None}
+    assert main(["replay", anomalies[0]["capture"]]) == 0
+    assert "reproduced: yes" in capsys.readouterr().out
+    diagnosed = read_jsonl(tmp_path / "run" / "diagnostics.jsonl")
+    assert all(r["step"] % 2 == 0 for r in diagnosed)
+
+
+def test_cli_diagnose_run_dir_and_fresh_model(tmp_path, capsys):
+    config = TrainConfig(task="adding", length=20, cell="gru", hidden=8, steps=2, batch=4, eval_every=2, eval_size=8)
+    train(config, tmp_path / "run", progress=False)
+    assert main(["diagnose", str(tmp_path / "run"), "--batch", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "recurrent.l0" in out and "verdict:" in out
+    saved = json.loads((tmp_path / "run" / "diagnosis.json").read_text())
+    assert saved["layers"][0]["cell"] == "GRU" and len(saved["layers"][0]["profile"]) == 20
+
+    target = tmp_path / "fresh.json"
+    code = main(["diagnose", "--task", "adding", "--cell", "irnn", "--length", "30", "--hidden", "16", "--out", str(target)])
+    assert code == 0 and json.loads(target.read_text())["verdict"]["kind"] == "healthy"
+
+
+def test_cli_diagnose_needs_one_source(capsys):
+    assert main(["diagnose"]) == 2
+    assert "either RUN_DIR or --task" in capsys.readouterr().err
