@@ -1,4 +1,4 @@
-"""The ``bptt`` command: train, demo, tasks."""
+"""The ``bptt`` command: train, diagnose, replay, demo, tasks."""
 
 from __future__ import annotations
 
@@ -12,12 +12,16 @@ import torch
 
 from bptt.cells import CELLS
 from bptt.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from bptt.diagnostics import diagnose
 from bptt.init import INITS
+from bptt.replay import replay
 from bptt.rundir import RunDirectory
 from bptt.tasks import TASKS, get_task
-from bptt.train import RunResult, train
+from bptt.train import RunResult, build_model, train
 
 DEFAULTS = TrainConfig()
+DIAGNOSE_SEED_OFFSET = 2_000_003
+"""Seeds the diagnosed batch apart from the training and validation data."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _add_train(commands)
+    _add_diagnose(commands)
+    _add_replay(commands)
     _add_demo(commands)
     tasks = commands.add_parser("tasks", help="list the tasks with their metric, baseline and threshold")
     tasks.add_argument("--length", type=int, default=100, help="length at which to show baselines (default 100)")
@@ -83,6 +89,11 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     add("--eval-every", type=int, help=f"evaluate every N steps (default {DEFAULTS.eval_every})")
     add("--eval-size", type=int, help=f"validation sequences (default {DEFAULTS.eval_size})")
     add("--checkpoint-every", type=int, help=f"checkpoint every N steps (default {DEFAULTS.checkpoint_every})")
+    add(
+        "--diagnose-every",
+        type=int,
+        help=f"log a full diagnosis every N steps, 0 = never (default {DEFAULTS.diagnose_every})",
+    )
     add("--seed", type=int, help=f"random seed (default {DEFAULTS.seed})")
     add("--out", type=Path, help="run directory (default runs/TASK-CELL-TLENGTH-sSEED)")
     add("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -90,6 +101,46 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     add("--device", help="cpu, cuda, ... (default: cuda if available, else cpu)")
     add("--no-progress", action="store_true", help="no progress bar")
     train_parser.set_defaults(run=_run_train)
+
+
+def _add_diagnose(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "diagnose",
+        help="how far back the gradient reaches, why, and a verdict",
+        description=(
+            "Diagnose a trained run (RUN_DIR: its latest checkpoint on a batch of its task) or "
+            "a fresh model (--task, --cell, --length, ...): the gradient profile, Jacobian "
+            "spectra, Lyapunov exponents, saturation and gates per layer, and a verdict "
+            "(vanishing / exploding / healthy / non-finite). Writes diagnosis.json."
+        ),
+    )
+    add = parser.add_argument
+    add("run_dir", nargs="?", type=Path, help="a run directory written by `bptt train`")
+    add("--task", help="task of a fresh model (instead of RUN_DIR)")
+    add("--length", type=int, default=DEFAULTS.length, help=f"sequence length (default {DEFAULTS.length})")
+    add("--cell", default=DEFAULTS.cell, help=f"cell (default {DEFAULTS.cell})")
+    add("--hidden", type=int, default=DEFAULTS.hidden, help=f"hidden units (default {DEFAULTS.hidden})")
+    add("--layers", type=int, default=DEFAULTS.layers, help=f"layers (default {DEFAULTS.layers})")
+    add("--init", help="initialisation (default: the cell's own)")
+    add("--seed", type=int, default=0, help="seeds the fresh model and the batch (default 0)")
+    add("--batch", type=int, default=32, help="sequences in the diagnosed batch (default 32)")
+    add("--lyapunov", type=int, default=8, help="Lyapunov exponents to compute (default 8)")
+    add("--out", type=Path, help="where diagnosis.json goes (default RUN_DIR/ or ./)")
+    parser.set_defaults(run=_run_diagnose)
+
+
+def _add_replay(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "replay",
+        help="rerun a captured non-finite step or loss spike",
+        description=(
+            "Load a capture written during training (RUN_DIR/captures/step-N.pt: weights and "
+            "batch) and rerun the step with diagnostics; says where the first non-finite value "
+            "appears and whether the captured failure is reproduced (exit status 1 if not)."
+        ),
+    )
+    parser.add_argument("capture", type=Path, help="the capture file")
+    parser.set_defaults(run=_run_replay)
 
 
 def _add_demo(commands: argparse._SubParsersAction) -> None:
@@ -166,6 +217,53 @@ def _run_demo(args: argparse.Namespace) -> int:
         "a model whose gradient fades before it reaches the first marker cannot learn the task."
     )
     return 0
+
+
+def _run_diagnose(args: argparse.Namespace) -> int:
+    if (args.run_dir is None) == (args.task is None):
+        raise ValueError("diagnose needs either RUN_DIR or --task (with --cell, --length, ...), not both")
+    if args.run_dir is not None:
+        run = RunDirectory(args.run_dir)
+        config = run.config()
+        task = get_task(config.task, config.length)
+        model = build_model(config, task)
+        model.load_state_dict(run.load_checkpoint()["model"])
+        source = f"{args.run_dir} (checkpoint at step {run.load_checkpoint()['step']})"
+        default_out = args.run_dir / "diagnosis.json"
+    else:
+        config = TrainConfig(
+            task=args.task, length=args.length, cell=args.cell, hidden=args.hidden,
+            layers=args.layers, init=args.init, seed=args.seed,
+        )
+        task = get_task(config.task, config.length)
+        torch.manual_seed(config.seed)
+        model = build_model(config, task)
+        source = f"a fresh {config.cell} model ({config.init or 'default'} initialisation)"
+        default_out = Path(f"diagnosis-{config.task}-{config.cell}-T{config.length}.json")
+    batch = task.sample(args.batch, torch.Generator().manual_seed(args.seed + DIAGNOSE_SEED_OFFSET))
+    model.eval()
+    diagnosis = diagnose(
+        model, batch.inputs, batch.targets, lambda output, _: task.loss(output, batch),
+        lengths=batch.lengths, lyapunov_k=args.lyapunov,
+    )
+    print(f"{task.name} (length {config.length}), {args.batch} sequences, {source}")
+    print(diagnosis.summary())
+    out = args.out or default_out
+    diagnosis.save(out)
+    print(f"written: {out}")
+    return 0
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    outcome = replay(args.capture)
+    anomaly = outcome.capture
+    print(f"captured at training step {anomaly['step']}: {anomaly['kind']}: {anomaly['message']}")
+    if outcome.diagnosis.nonfinite is not None:
+        print(f"replayed: {outcome.diagnosis.nonfinite.describe()}")
+    else:
+        print(f"replayed: loss {outcome.diagnosis.loss:.6g}; verdict {outcome.diagnosis.verdict.kind}")
+    print(f"reproduced: {'yes' if outcome.reproduced else 'no'}")
+    return 0 if outcome.reproduced else 1
 
 
 def _run_tasks(args: argparse.Namespace) -> int:

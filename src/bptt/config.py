@@ -39,6 +39,9 @@ class TrainConfig:
         eval_every: evaluate on the validation set every this many steps.
         eval_size: validation sequences (a fixed set, generated once from the seed).
         checkpoint_every: write the checkpoint every this many steps (and at the end).
+        diagnose_every: run a full diagnosis (profile, spectra, Lyapunov exponents) every
+            this many steps into diagnostics.jsonl; 0 turns it off. Anomalies (non-finite
+            steps, loss spikes, oscillation) are watched at every step regardless.
         seed: seeds the model, the data and dropout.
     """
 
@@ -61,6 +64,7 @@ class TrainConfig:
     eval_every: int = 100
     eval_size: int = 1000
     checkpoint_every: int = 100
+    diagnose_every: int = 500
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -69,8 +73,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        for name in ("warmup", "diagnose_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         for name in ("lr", "clip_norm", "clip_value"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):

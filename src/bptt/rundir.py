@@ -1,4 +1,5 @@
-"""Run directories: config.json, metrics.jsonl, checkpoint.pt and summary.json.
+"""Run directories: config.json, metrics.jsonl, checkpoint.pt, summary.json and the
+watch logs (diagnostics.jsonl, anomalies.jsonl, captures/).
 
 Every file that matters is written atomically (a temporary file in the same folder, then
 ``os.replace``), so a crash at any moment leaves the last good version in place.
@@ -19,6 +20,8 @@ import torch
 from bptt.config import TrainConfig
 
 CONFIG, METRICS, CHECKPOINT, SUMMARY = "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json"
+LOGS = (METRICS, "diagnostics.jsonl", "anomalies.jsonl")
+"""The JSON-lines logs of a run, one record per line, each with a ``step``."""
 CHECKPOINT_KEYS = frozenset({"step", "model", "optimizer", "scheduler", "rng", "nonfinite_steps"})
 
 
@@ -42,6 +45,25 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 def write_json(path: Path, value: Any) -> None:
     atomic_write(path, lambda file: file.write(json.dumps(value, indent=2).encode() + b"\n"))
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON record as a line of ``path``."""
+    with open(path, "a") as file:
+        file.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """All records of a JSON-lines file, in order (a torn last line from a crash is dropped)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
 
 
 class RunDirectory:
@@ -121,28 +143,19 @@ class RunDirectory:
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one JSON record to metrics.jsonl."""
-        with open(self.path / METRICS, "a") as file:
-            file.write(json.dumps(record) + "\n")
+        append_jsonl(self.path / METRICS, record)
 
     def metrics(self) -> list[dict[str, Any]]:
         """All records of metrics.jsonl, in order (a torn last line from a crash is dropped)."""
-        file = self.path / METRICS
-        if not file.exists():
-            return []
-        records = []
-        for line in file.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-        return records
+        return read_jsonl(self.path / METRICS)
 
-    def truncate_metrics(self, step: int) -> None:
-        """Keep only records up to ``step`` (those after the checkpoint are replayed on resume)."""
-        kept = [record for record in self.metrics() if record["step"] <= step]
-        atomic_write(
-            self.path / METRICS, lambda file: file.write("".join(json.dumps(r) + "\n" for r in kept).encode())
-        )
+    def truncate_logs(self, step: int) -> None:
+        """Keep only log records up to ``step`` (those after the checkpoint are replayed on resume)."""
+        for name in LOGS:
+            path = self.path / name
+            if path.exists():
+                kept = "".join(json.dumps(r) + "\n" for r in read_jsonl(path) if r["step"] <= step)
+                atomic_write(path, lambda file, kept=kept: file.write(kept.encode()))
 
     # -- checkpoint -------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from bptt.cells import CELLS
 from bptt.config import TrainConfig
 from bptt.diagnostics.profile import decay_rate, effective_horizon
+from bptt.diagnostics.watch import Watch
 from bptt.init import init_recurrent_
 from bptt.models import LastStepHead, PerStepHead, SequenceModel
 from bptt.recurrent import Recurrent
@@ -136,8 +137,10 @@ def train(
     """Train the model ``config`` describes on its task, writing a run directory at ``out``.
 
     Each step: sample a batch, forward, loss, backward, clip (recording the pre-clip norm),
-    optimizer step (skipped if the loss or the gradient is non-finite), learning-rate
-    schedule, log, and periodically evaluate and checkpoint.
+    watch for anomalies (:class:`bptt.diagnostics.watch.Watch`: a non-finite step is
+    localised and captured, as is a loss spike; every ``config.diagnose_every`` steps a
+    full diagnosis is logged), optimizer step (skipped if the loss or the gradient is
+    non-finite), learning-rate schedule, log, and periodically evaluate and checkpoint.
 
     Args:
         config: the run's configuration.
@@ -173,7 +176,7 @@ def train(
         torch.set_rng_state(state["rng"]["torch"])
         data_rng.set_state(state["rng"]["data"])
         step, nonfinite_steps = state["step"], state["nonfinite_steps"]
-        run.truncate_metrics(step)
+        run.truncate_logs(step)
         run.write_config(config)
     else:
         run = RunDirectory.create(out, config, overwrite=overwrite)
@@ -190,6 +193,12 @@ def train(
             }
         )
 
+    watcher = Watch(
+        model,
+        every=config.diagnose_every,
+        out=run.path,
+        capture_extra={"config": config.to_dict()},
+    )
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=config.steps, initial=step, disable=not show, desc=f"{config.cell} {config.task}")
     metrics = evaluate(model, task, validation) if step >= config.steps else {}
@@ -204,9 +213,18 @@ def train(
         loss.backward()
         # 4. clip, recording the global norm before clipping
         clip = clip_gradients_(model.parameters(), config.clip_norm, config.clip_value)
-        # 5. update, never with a non-finite loss or gradient
+        # 5. watch (anomalies every step, a diagnosis on schedule); update, never with a
+        #    non-finite loss or gradient
         loss_value = loss.item()
-        finite = math.isfinite(loss_value) and math.isfinite(clip.norm)
+        finite = watcher.observe(
+            step + 1,
+            loss_value,
+            batch.inputs,
+            batch.targets,
+            batch.lengths,
+            grad_norm=clip.norm,
+            loss_fn=lambda output, _, batch=batch: task.loss(output, batch),
+        )
         if finite:
             optimizer.step()
         else:
