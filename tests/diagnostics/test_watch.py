@@ -133,3 +133,27 @@ def test_cli_diagnose_run_dir_and_fresh_model(tmp_path, capsys):
 def test_cli_diagnose_needs_one_source(capsys):
     assert main(["diagnose"]) == 2
     assert "either RUN_DIR or --task" in capsys.readouterr().err
+
+
+def test_a_loss_spike_is_captured_and_replayed_from_a_user_loop(tmp_path):
+    torch.manual_seed(0)
+    model = nn.GRU(2, 6)
+    loss_fn = lambda out, y: (out[0][-1].sum(-1) - y).pow(2).mean()  # noqa: E731
+    task = bptt.tasks.get_task("adding", 15)
+    generator = torch.Generator().manual_seed(0)
+    watcher = bptt.Watch(model, every=0, out=tmp_path, loss_fn=loss_fn)
+    for step in range(1, 41):
+        batch = task.sample(8, generator)
+        x, y = batch.inputs.transpose(0, 1), batch.targets.squeeze(-1)
+        if step == 35:
+            y = y + 50.0  # a batch with wild targets: a real spike of the loss
+        loss = loss_fn(model(x), y)
+        model.zero_grad()
+        loss.backward()
+        assert watcher.observe(step, loss, x, y)
+    (spike,) = [a for a in watcher.anomalies if a["kind"] == "loss-spike"]
+    assert spike["step"] == 35 and spike["z"] > 6
+    outcome = replay(spike["capture"], model=nn.GRU(2, 6), loss_fn=loss_fn)
+    assert outcome.reproduced and outcome.diagnosis.loss == pytest.approx(spike["loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="pass the model"):
+        replay(spike["capture"])

@@ -41,6 +41,7 @@ from bptt.diagnostics.jacobian import (
 from bptt.diagnostics.profile import decay_rate, effective_horizon
 from bptt.diagnostics.trace import TapedLayer, profiling, taping
 from bptt.diagnostics.verdict import Verdict, judge_layer, overall_verdict
+from bptt.rundir import write_json
 
 __all__ = ["Diagnosis", "LayerDiagnosis", "default_loss", "diagnose", "gradient_profiles"]
 
@@ -126,6 +127,7 @@ class Diagnosis:
         verdict: ``"vanishing"``, ``"exploding"``, ``"healthy"`` or ``"non-finite"``,
             with the explanation in words.
         nonfinite: where the first non-finite value appeared, when there is one.
+        meta: ``steps`` and ``batch`` of the diagnosed pass.
     """
 
     loss: float
@@ -146,9 +148,7 @@ class Diagnosis:
         }
 
     def save(self, path: str | Path) -> None:
-        """Write :meth:`to_dict` as JSON to ``path``."""
-        from bptt.rundir import write_json
-
+        """Write :meth:`to_dict` as JSON to ``path`` (atomically)."""
         write_json(Path(path), self.to_dict())
 
     def summary(self) -> str:
@@ -305,7 +305,7 @@ def diagnose(
         verdict=overall_verdict(
             [layer.verdict for layer in diagnosed], [layer.name for layer in diagnosed]
         ),
-        meta={"steps": int(layers[-1].tape.inputs.shape[0]), "batch": int(inputs.shape[0])},
+        meta={"steps": int(layers[-1].tape.inputs.shape[0]), "batch": int(layers[-1].tape.inputs.shape[1])},
     )
 
 
