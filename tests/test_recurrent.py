@@ -73,7 +73,6 @@ PATHS = ["fused", "unrolled", "explicit"]
     [
         (c, n, bf, wl, p)
         for c, n, bf, wl, p in itertools.product(TORCH_MODULES, (1, 2), (False, True), (False, True), PATHS)
-        if not (p == "explicit" and c in ("gru", "lstm"))
     ],
 )
 def test_matches_torch_outputs_and_gradients(cell, layers, batch_first, with_lengths, path):

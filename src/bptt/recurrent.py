@@ -14,8 +14,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 from torch.utils.hooks import RemovableHandle
 
-from bptt.autograd import elman_bptt
-from bptt.cells import AbstractCell, ElmanCell, State, make_cell, map_state
+from bptt.cells import AbstractCell, State, make_cell, map_state
 from bptt.diagnostics.profile import GradientProfile
 
 StepHook = Callable[[int, int, State], None]
@@ -75,7 +74,8 @@ class Recurrent(nn.Module):
 
     - **fused**: when every cell has a ``fused_mode`` and nothing taps the steps, the
       stack runs through torch's fused kernel with the cells' own parameters;
-    - **explicit BPTT** (:func:`bptt.autograd.elman_bptt`): Elman layers while a gradient
+    - **explicit BPTT** (:meth:`AbstractCell.explicit_bptt`: :func:`bptt.autograd.elman_bptt`,
+      :func:`~bptt.autograd.gru_bptt`, :func:`~bptt.autograd.lstm_bptt`): while a gradient
       profile is recorded, or when no fused kernel exists (sigmoid);
     - **unrolled**: the Python loop above, with autograd, whenever a step hook is registered.
 
@@ -282,36 +282,25 @@ class Recurrent(nn.Module):
             if layer > 0:
                 x = nn.functional.dropout(x, self.dropout, self.training)
             tapped = self._step_hooks or self._tape is not None
-            if isinstance(cell, ElmanCell) and not tapped and (
-                self._profile is not None or cell.fused_mode is None
-            ):
-                x, final = self._run_explicit_bptt(layer, cell, x, layer_states[layer], mask)
-            else:
-                x, final = self._unroll(layer, cell, x, layer_states[layer], mask)
+            result = None
+            if not tapped and (self._profile is not None or cell.fused_mode is None):
+                result = cell.explicit_bptt(x, layer_states[layer], mask, self._profile_recorder(layer))
+            if result is None:
+                result = self._unroll(layer, cell, x, layer_states[layer], mask)
+            x, final = result
             finals.append(final)
         return x, _stack_states(finals)
 
-    def _run_explicit_bptt(
-        self, layer: int, cell: ElmanCell, x: Tensor, h0: Tensor, mask: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        on_profile = None
-        if self._profile is not None:
-            profile = self._profile
+    def _profile_recorder(self, layer: int) -> Callable[[Tensor], None] | None:
+        """The callback that stores layer ``layer``'s profile, when one is being recorded."""
+        if self._profile is None:
+            return None
+        profile = self._profile
 
-            def on_profile(norms: Tensor) -> None:
-                profile.per_sample[layer] = norms
+        def record(norms: Tensor) -> None:
+            profile.per_sample[layer] = norms
 
-        return elman_bptt(
-            x,
-            h0,
-            cell.weight_ih,
-            cell.weight_hh,
-            cell.bias_ih,
-            cell.bias_hh,
-            nonlinearity=cell.nonlinearity,
-            mask=mask,
-            on_profile=on_profile,
-        )
+        return record
 
     def _unroll(
         self, layer: int, cell: AbstractCell, x: Tensor, state: State, mask: Tensor | None

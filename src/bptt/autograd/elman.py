@@ -199,7 +199,8 @@ class ElmanBPTTFunction(torch.autograd.Function):
         steps, batch, hidden = states.shape
         dz_flat = dz.view(steps * batch, hidden)
         grad_inputs = (dz_flat @ weight_ih).view_as(inputs) if needs[0] else None
-        grad_weight_ih = dz_flat.t() @ inputs.reshape(steps * batch, -1) if needs[2] else None
+        # (x^T dz)^T: MKL is ~4x faster this way round when there are few input features
+        grad_weight_ih = (inputs.reshape(steps * batch, -1).t() @ dz_flat).t() if needs[2] else None
         grad_weight_hh = _recurrent_weight_grad(dz, h0, states) if needs[3] else None
         grad_bias = dz_flat.sum(0) if needs[4] or needs[5] else None
         return (

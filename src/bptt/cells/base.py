@@ -130,6 +130,30 @@ class AbstractCell(nn.Module, abc.ABC):
         """The hidden vector ``h_t`` (the cell's output) inside a state, shape ``(B, H)``."""
         return state
 
+    def explicit_bptt(
+        self,
+        inputs: Tensor,
+        state: State,
+        mask: Tensor | None = None,
+        on_profile: Callable[[Tensor], None] | None = None,
+    ) -> tuple[Tensor, State] | None:
+        """Run a whole sequence through the cell's explicit-BPTT autograd Function.
+
+        The backward pass is the delta recursion written out, and hands the gradient
+        profile ``||dL/dh_t||`` (per step and sample, ``(T, B)``) to ``on_profile``.
+
+        Args:
+            inputs: ``(T, B, I)``.
+            state: the initial state.
+            mask: ``(T, B)``, ``False`` at padded steps (the state is frozen there).
+            on_profile: receives the profile during the backward pass.
+
+        Returns:
+            ``(output, final state)`` like one layer of :class:`bptt.Recurrent`, or
+            ``None`` when the cell has no explicit BPTT (the unrolled loop is used then).
+        """
+        return None
+
     @property
     def fused_mode(self) -> str | None:
         """torch's fused RNN mode (``"RNN_TANH"``, ``"RNN_RELU"``, ``"GRU"``, ``"LSTM"``) that

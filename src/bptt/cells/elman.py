@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar, Final
 
 import torch
 from torch import Tensor
 
 from bptt._registry import unknown_name_message
+from bptt.autograd import elman_bptt
 from bptt.cells.base import AbstractCell
 
 ACTIVATIONS: Final = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
@@ -58,6 +60,18 @@ class ElmanCell(AbstractCell):
             sigma = torch.sigmoid(z)
             return sigma * (1 - sigma)
         return (z > 0).to(z.dtype)
+
+    def explicit_bptt(
+        self,
+        inputs: Tensor,
+        state: Tensor,
+        mask: Tensor | None = None,
+        on_profile: Callable[[Tensor], None] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        return elman_bptt(
+            inputs, state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+            nonlinearity=self.nonlinearity, mask=mask, on_profile=on_profile,
+        )
 
     @property
     def fused_mode(self) -> str | None:

@@ -6,11 +6,13 @@ Gate order and equations are torch's, so weights are interchangeable with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from bptt.autograd import gru_bptt, lstm_bptt
 from bptt.cells.base import AbstractCell
 
 
@@ -50,6 +52,18 @@ class GRUCell(AbstractCell):
         gates = self.gate_values(input_part, recurrent_part, state)
         candidate = gates["candidate"]
         return candidate + gates["update"] * (state - candidate)
+
+    def explicit_bptt(
+        self,
+        inputs: Tensor,
+        state: Tensor,
+        mask: Tensor | None = None,
+        on_profile: Callable[[Tensor], None] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        return gru_bptt(
+            inputs, state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+            mask=mask, on_profile=on_profile,
+        )
 
     @property
     def fused_mode(self) -> str:
@@ -109,6 +123,18 @@ class LSTMCell(AbstractCell):
         c = gates["forget"] * state[1] + gates["input"] * gates["cell"]
         h = gates["output"] * torch.tanh(c)
         return h, c
+
+    def explicit_bptt(
+        self,
+        inputs: Tensor,
+        state: tuple[Tensor, Tensor],
+        mask: Tensor | None = None,
+        on_profile: Callable[[Tensor], None] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        return lstm_bptt(
+            inputs, *state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+            mask=mask, on_profile=on_profile,
+        )
 
     def hidden(self, state: tuple[Tensor, Tensor]) -> Tensor:
         return state[0]
