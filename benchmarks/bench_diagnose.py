@@ -142,7 +142,15 @@ def bench_watch(length: int, hidden: int, batch: int, steps: int, every: int) ->
             return time.perf_counter() - start
 
     plain, watched = loop(False), loop(True)
-    return {"plain_s": plain, "watched_s": watched, "watched/plain": watched / plain}
+    diagnoses = steps // every
+    per_diagnosis_steps = (watched - plain) / diagnoses / (plain / steps)
+    return {
+        "plain_s": plain,
+        "watched_s": watched,
+        "watched/plain": watched / plain,
+        "diagnosis_in_steps": per_diagnosis_steps,
+        "implied_overhead_every_500": per_diagnosis_steps / 500,
+    }
 
 
 def main() -> None:
@@ -164,7 +172,9 @@ def main() -> None:
     watch = bench_watch(args.length, args.hidden, args.batch, args.watch_steps, every=50)
     print(
         f"watch every 50 steps: {args.watch_steps} LSTM steps in {watch['watched_s']:.1f} s "
-        f"vs {watch['plain_s']:.1f} s plain: {watch['watched/plain']:.3f}x"
+        f"vs {watch['plain_s']:.1f} s plain: {watch['watched/plain']:.3f}x; one scheduled "
+        f"diagnosis costs {watch['diagnosis_in_steps']:.1f} steps, so every 500 steps "
+        f"(bptt train's default) adds {100 * watch['implied_overhead_every_500']:.1f} %"
     )
     write_report(
         args.out,
