@@ -157,3 +157,11 @@ def test_a_loss_spike_is_captured_and_replayed_from_a_user_loop(tmp_path):
     assert outcome.reproduced and outcome.diagnosis.loss == pytest.approx(spike["loss"], rel=1e-5)
     with pytest.raises(ValueError, match="pass the model"):
         replay(spike["capture"])
+
+
+def test_oscillation_detector_is_silent_on_noisy_losses():
+    """A noisy but level loss (as on the adding problem) must not read as oscillation."""
+    generator = torch.Generator().manual_seed(2)
+    detector = OscillationDetector()
+    noise = 0.17 * (1 + 0.3 * torch.randn(5000, generator=generator))
+    assert not any(detector.update(float(v)) for v in noise)
