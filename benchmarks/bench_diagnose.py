@@ -10,7 +10,8 @@ problem at H=256, T=200, B=32 (defaults), the median time of:
 - ``retain_grad``: the naive profile: unroll with ``retain_grad()`` on every h_t;
 - ``per_k``: the naiver one: one backward pass per step k (T passes; timed once);
 
-and ``watch``: 200 training steps with ``bptt.watch(every=50)`` against 200 without.
+and ``watch``: 2 x 200 training steps with ``bptt.watch(every=50)`` against 2 x 200
+without, alternated. The variants of a model are timed in turn within each repetition.
 
     python benchmarks/bench_diagnose.py            # writes benchmarks/results/bench_diagnose.json
 """
@@ -50,15 +51,21 @@ def make_model(kind: str, length: int, hidden: int) -> nn.Module:
     return bptt.build_model(config, get_task("adding", length))
 
 
-def median_ms(call: Callable[[], object], reps: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
+def interleaved_ms(calls: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
+    """Median milliseconds of each call, timed in turn within every repetition.
+
+    Interleaving puts every variant under the same background load, so that the ratios
+    hold on a shared, noisy machine even when the absolute times drift.
+    """
+    for call in calls.values():  # warm-up
         call()
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(reps):
-        start = time.perf_counter()
-        call()
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times)
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(1e3 * (time.perf_counter() - start))
+    return {f"{name}_ms": statistics.median(values) for name, values in times.items()}
 
 
 def naive_retain_grad(model: nn.Module, cell: nn.Module, x: Tensor, y: Tensor, head: nn.Module) -> Tensor:
@@ -107,13 +114,19 @@ def bench_model(kind: str, length: int, hidden: int, batch: int, reps: int) -> d
         loss_fn(model(x), y).backward()
         optimizer.step()
 
-    row = {"step_ms": median_ms(step, reps)}
-    row["profile_ms"] = median_ms(lambda: bptt.gradient_profiles(model, x, y, loss_fn), reps)
-    row["diagnose_ms"] = median_ms(lambda: bptt.diagnose(model, x, y, loss_fn), reps)
+    calls: dict[str, Callable[[], object]] = {
+        "step": step,
+        "profile": lambda: bptt.gradient_profiles(model, x, y, loss_fn),
+        "diagnose": lambda: bptt.diagnose(model, x, y, loss_fn),
+    }
     if kind != "torch-lstm":
         cell, head = model.recurrent.cells[0], model.head
-        row["retain_grad_ms"] = median_ms(lambda: naive_retain_grad(model, cell, x, y, head), reps)
-        row["per_k_ms"] = median_ms(lambda: naive_per_k(cell, x, y, head), 1, warmup=0)
+        calls["retain_grad"] = lambda: naive_retain_grad(model, cell, x, y, head)
+    row = interleaved_ms(calls, reps)
+    if kind != "torch-lstm":
+        start = time.perf_counter()
+        naive_per_k(cell, x, y, head)  # T backward passes: timed once
+        row["per_k_ms"] = 1e3 * (time.perf_counter() - start)
     for name in ("profile", "diagnose", "retain_grad", "per_k"):
         if f"{name}_ms" in row:
             row[f"{name}/step"] = row[f"{name}_ms"] / row["step_ms"]
@@ -141,7 +154,11 @@ def bench_watch(length: int, hidden: int, batch: int, steps: int, every: int) ->
                     optimizer.step()
             return time.perf_counter() - start
 
-    plain, watched = loop(False), loop(True)
+    plain = watched = 0.0
+    for _ in range(2):  # alternate, so that both see the same background load
+        plain += loop(False)
+        watched += loop(True)
+    steps *= 2
     diagnoses = steps // every
     per_diagnosis_steps = (watched - plain) / diagnoses / (plain / steps)
     return {
@@ -171,7 +188,7 @@ def main() -> None:
         print(f"{kind:11} step {rows[kind]['step_ms']:8.1f} ms   {ratios}")
     watch = bench_watch(args.length, args.hidden, args.batch, args.watch_steps, every=50)
     print(
-        f"watch every 50 steps: {args.watch_steps} LSTM steps in {watch['watched_s']:.1f} s "
+        f"watch every 50 steps: 2 x {args.watch_steps} LSTM steps in {watch['watched_s']:.1f} s "
         f"vs {watch['plain_s']:.1f} s plain: {watch['watched/plain']:.3f}x; one scheduled "
         f"diagnosis costs {watch['diagnosis_in_steps']:.1f} steps, so every 500 steps "
         f"(bptt train's default) adds {100 * watch['implied_overhead_every_500']:.1f} %"
