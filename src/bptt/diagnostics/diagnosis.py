@@ -41,6 +41,7 @@ from bptt.diagnostics.jacobian import (
 from bptt.diagnostics.profile import decay_rate, effective_horizon
 from bptt.diagnostics.trace import TapedLayer, profiling, taping
 from bptt.diagnostics.verdict import Verdict, judge_layer, overall_verdict
+from bptt.recurrent import LayerTape
 from bptt.rundir import write_json
 
 __all__ = ["Diagnosis", "LayerDiagnosis", "default_loss", "diagnose", "gradient_profiles"]
@@ -397,10 +398,10 @@ def _backward(
     return deltas, directs, dict(zip(parameters, grads[cursor:], strict=True))
 
 
-def _is_many_to_one(direct: Tensor, tape: Any) -> bool:
+def _is_many_to_one(direct: Tensor, tape: LayerTape) -> bool:
     """Whether the loss reaches the layer only at each sample's last valid step."""
     last = _lengths(tape) - 1
-    steps = torch.arange(direct.shape[0]).unsqueeze(1)
+    steps = torch.arange(direct.shape[0], device=direct.device).unsqueeze(1)
     before = direct.abs().sum(-1)[steps < last.unsqueeze(0)]
     return bool((before == 0).all()) and bool(direct.abs().sum() > 0)
 
@@ -423,7 +424,9 @@ def _diagnose_layer(
     previous = torch.stack([_flat(tape.initial)] + [_flat(s) for s in tape.states[:-1]])
     steps, batch = inputs.shape[:2]
     lengths = _lengths(tape)
-    valid = tape.mask if tape.mask is not None else torch.ones(steps, batch, dtype=torch.bool)
+    valid = tape.mask
+    if valid is None:
+        valid = torch.ones(steps, batch, dtype=torch.bool, device=inputs.device)
     step = _flat_step(cell)
 
     hidden = cell.hidden_size
@@ -603,17 +606,17 @@ def _flat_step(cell: AbstractCell) -> Callable[[Tensor, Tensor], Tensor]:
     return step
 
 
-def _lengths(tape: Any) -> Tensor:
+def _lengths(tape: LayerTape) -> Tensor:
     steps, batch = tape.inputs.shape[:2]
     if tape.mask is None:
-        return torch.full((batch,), steps, dtype=torch.long)
-    return tape.mask.sum(0).cpu()
+        return torch.full((batch,), steps, dtype=torch.long, device=tape.inputs.device)
+    return tape.mask.sum(0)
 
 
 def _by_distance(values: Tensor, lengths: Tensor) -> Tensor:
     """Sum over samples of ``values[L_b - 1 - d, b]``, for d = 0..T-1."""
     steps = values.shape[0]
-    distance = torch.arange(steps).unsqueeze(1)
+    distance = torch.arange(steps, device=values.device).unsqueeze(1)
     index = lengths.to(values.device).unsqueeze(0) - 1 - distance
     gathered = values.gather(0, index.clamp(min=0))
     return torch.where(index >= 0, gathered, 0.0).sum(1)
