@@ -138,7 +138,7 @@ def test_cli_diagnose_needs_one_source(capsys):
 def test_a_loss_spike_is_captured_and_replayed_from_a_user_loop(tmp_path):
     torch.manual_seed(0)
     model = nn.GRU(2, 6)
-    loss_fn = lambda out, y: (out[0][-1].sum(-1) - y).pow(2).mean()  # noqa: E731
+    loss_fn = lambda out, y: (out[0][-1].sum(-1) - y).pow(2).mean()
     task = bptt.tasks.get_task("adding", 15)
     generator = torch.Generator().manual_seed(0)
     watcher = bptt.Watch(model, every=0, out=tmp_path, loss_fn=loss_fn)
