@@ -63,6 +63,5 @@ def test_empty_profile_says_how_to_fill_it():
 
 def test_nested_recording_is_refused():
     model = Recurrent.from_name("rnn-tanh", 1, 1)
-    with model.recording_profile(), pytest.raises(RuntimeError, match="already"):
-        with model.recording_profile():
-            pass
+    with model.recording_profile(), pytest.raises(RuntimeError, match="already"), model.recording_profile():
+        pass
