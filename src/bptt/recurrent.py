@@ -24,7 +24,7 @@ StepHook = Callable[[int, int, State], None]
 
 @dataclass
 class LayerTape:
-    """What one layer computed in an unrolled forward pass, as tensors in the autograd graph.
+    r"""What one layer computed in an unrolled forward pass, as tensors in the autograd graph.
 
     The outputs and the final state are separate nodes from the states, so the gradient
     reaching them is the direct part (from the layers above and the loss) and the gradient
@@ -37,6 +37,9 @@ class LayerTape:
         mask: ``(T, B)``, ``True`` at valid steps; ``None`` when every step is valid.
         states: the state after each step t = 0..T-1 (frozen at padded steps).
         outputs: the hidden output at each step (zero at padded steps), each ``(B, H)``.
+        recurrent_parts: the recurrent projection :math:`W_{hh} h_{t-1} + b_{hh}` of each
+            step, each ``(B, G*H)``: the only place :math:`W_{hh}` enters, so their
+            gradients give :math:`\partial L / \partial W_{hh}` step by step.
         final: the final state the layer hands on (set when the layer has run).
     """
 
@@ -46,6 +49,7 @@ class LayerTape:
     mask: Tensor | None
     states: list[State] = field(default_factory=list)
     outputs: list[Tensor] = field(default_factory=list)
+    recurrent_parts: list[Tensor] = field(default_factory=list)
     final: State | None = None
 
 
@@ -312,7 +316,12 @@ class Recurrent(nn.Module):
             self._tape.append(tape)
         outputs = []
         for t in range(x.shape[0]):
-            new_state = cell.step(x[t], state)
+            if tape is None:
+                new_state = cell.step(x[t], state)
+            else:  # the step in its two halves, keeping the recurrent projection
+                input_part, recurrent_part = cell.gate_input(x[t], cell.hidden(state))
+                tape.recurrent_parts.append(recurrent_part)
+                new_state = cell.pointwise(input_part, recurrent_part, state)
             hidden = cell.hidden(new_state)
             if mask is not None:
                 valid = mask[t].unsqueeze(-1)

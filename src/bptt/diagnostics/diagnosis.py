@@ -274,8 +274,8 @@ def diagnose(
     nonfinite = nonfinite_in_forward(layers, loss)
     if nonfinite is None:
         parameters = {name: p for name, p in model.named_parameters() if p.requires_grad}
-        deltas, directs, parameter_grads = _backward(loss, layers, parameters)
-        nonfinite = nonfinite_in_backward(layers, deltas, parameter_grads)
+        gradients, parameter_grads = _backward(loss, layers, parameters)
+        nonfinite = nonfinite_in_backward(layers, [g.delta for g in gradients], parameter_grads)
     if nonfinite is not None:
         return Diagnosis(
             loss=loss.item(),
@@ -286,7 +286,7 @@ def diagnose(
         )
     by_identity = {id(parameters[name]): grad for name, grad in parameter_grads.items()}
     weight_grads = [by_identity[id(layer.tape.cell.weight_hh)] for layer in layers]
-    many_to_one = _is_many_to_one(directs[-1], layers[-1].tape)
+    many_to_one = _is_many_to_one(gradients[-1].direct, layers[-1].tape)
     generator = torch.Generator().manual_seed(seed)
     options = _Options(
         tolerance, spectra_samples, power_iterations, spectral_tolerance, lyapunov_k,
@@ -294,10 +294,8 @@ def diagnose(
     )
     with torch.no_grad():
         diagnosed = [
-            _diagnose_layer(layer, delta, direct, grad, many_to_one, options, generator)
-            for layer, delta, direct, grad in zip(
-                layers, deltas, directs, weight_grads, strict=True
-            )
+            _diagnose_layer(layer, gradient, weight_grad, many_to_one, options, generator)
+            for layer, gradient, weight_grad in zip(layers, gradients, weight_grads, strict=True)
         ]
     return Diagnosis(
         loss=loss.item(),
@@ -365,21 +363,31 @@ def _check_loss(loss: Any) -> None:
 # -- the backward pass ------------------------------------------------------------------
 
 
+@dataclass
+class _Gradients:
+    """What one backward pass gives per layer (on the flat state ``S``)."""
+
+    delta: Tensor  # (T, B, S): total derivatives
+    direct: Tensor  # (T, B, S): the parts from the loss and the layers above
+    recurrent: Tensor  # (T, B, G*H): dL/d(W_hh h_{t-1} + b_hh)
+
+
 def _backward(
     loss: Tensor, layers: list[TapedLayer], parameters: dict[str, Tensor]
-) -> tuple[list[Tensor], list[Tensor], dict[str, Tensor]]:
-    """One backward pass: per layer the total and the direct derivative on the flat state,
-    ``(T, B, S)`` each, and every parameter's gradient (``.grad`` is left untouched)."""
+) -> tuple[list[_Gradients], dict[str, Tensor]]:
+    """One backward pass: per layer the total and the direct derivative on the flat state and
+    the gradient of each step's recurrent projection, and every parameter's gradient
+    (``.grad`` is left untouched)."""
     state_parts = [[_parts(state) for state in layer.tape.states] for layer in layers]
     final_parts = [_parts(layer.tape.final) for layer in layers]
     wanted: list[Tensor] = []
     for layer, states, finals in zip(layers, state_parts, final_parts, strict=True):
         wanted += [part for parts in states for part in parts]
-        wanted += list(layer.tape.outputs) + list(finals)
+        wanted += list(layer.tape.outputs) + list(finals) + list(layer.tape.recurrent_parts)
     wanted += list(parameters.values())
     grads = torch.autograd.grad(loss, wanted, allow_unused=True, materialize_grads=True)
     grads = [grad.detach() for grad in grads]
-    deltas, directs, cursor = [], [], 0
+    per_layer, cursor = [], 0
     for layer, states, finals in zip(layers, state_parts, final_parts, strict=True):
         count, steps = len(finals), len(states)
         flat = grads[cursor : cursor + steps * count]
@@ -389,13 +397,14 @@ def _backward(
         cursor += steps
         final = torch.cat(grads[cursor : cursor + count], -1)
         cursor += count
+        recurrent = torch.stack(grads[cursor : cursor + steps])
+        cursor += steps
         direct = torch.zeros_like(delta)
         mask = layer.tape.mask
         direct[..., : outputs.shape[-1]] = outputs if mask is None else outputs * mask.unsqueeze(-1)
         direct[-1] += final
-        deltas.append(delta)
-        directs.append(direct)
-    return deltas, directs, dict(zip(parameters, grads[cursor:], strict=True))
+        per_layer.append(_Gradients(delta, direct, recurrent))
+    return per_layer, dict(zip(parameters, grads[cursor:], strict=True))
 
 
 def _is_many_to_one(direct: Tensor, tape: LayerTape) -> bool:
@@ -411,8 +420,7 @@ def _is_many_to_one(direct: Tensor, tape: LayerTape) -> bool:
 
 def _diagnose_layer(
     layer: TapedLayer,
-    delta: Tensor,
-    direct: Tensor,
+    gradients: _Gradients,
     weight_grad: Tensor,
     many_to_one: bool,
     options: _Options,
@@ -420,6 +428,7 @@ def _diagnose_layer(
 ) -> LayerDiagnosis:
     tape = layer.tape
     cell = tape.cell
+    delta = gradients.delta
     inputs = tape.inputs.detach()
     previous = torch.stack([_flat(tape.initial)] + [_flat(s) for s in tape.states[:-1]])
     steps, batch = inputs.shape[:2]
@@ -436,8 +445,10 @@ def _diagnose_layer(
     reference = profile if by_distance is None else by_distance.flip(0)
     horizon = None if by_distance is None else effective_horizon(reference, options.tolerance)
 
-    tangents = _weight_tangents(cell, inputs, previous, valid, weight_grad)
-    contributions = (tangents * delta).sum(-1)
+    # Step k's term of dL/dW_hh is g_k^T h_(k-1), g_k = dL/d(W_hh h_(k-1) + b_hh): its
+    # projection on G = dL/dW_hh is <g_k, G h_(k-1)>, and these sum to ||G||^2.
+    hidden_before = previous[..., : cell.hidden_size]
+    contributions = (gradients.recurrent * (hidden_before @ weight_grad.T)).sum(-1)
     total = weight_grad.square().sum()
     scale = 1 / total if total > 0 else torch.zeros_like(total)
     by_position = contributions.sum(1) * scale
@@ -445,8 +456,9 @@ def _diagnose_layer(
         by_distance_share = _by_distance(contributions, lengths) * scale
         beyond = 0.0
     else:
+        tangents = _weight_tangents(cell, inputs, previous, valid, weight_grad)
         by_distance_share = _propagated_shares(
-            step, inputs, previous, valid, direct, tangents, options.max_distance
+            step, inputs, previous, valid, gradients.direct, tangents, options.max_distance
         ) * scale
         beyond = float(1 - by_distance_share.sum()) if total > 0 else 0.0
 
