@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -139,6 +141,9 @@ def test_many_to_many_verdict_rests_on_products_or_on_lyapunov():
     assert with_products.verdict.kind == without.verdict.kind == "vanishing"
     assert "largest gain over 99 steps" in with_products.verdict.explanation
     assert "compounds to" in without.verdict.explanation and without.layers[0].spans == []
+    # the per-step factor comes from the products' fit, or from the top Lyapunov exponent
+    assert with_products.layers[0].decay_rate < 0.6
+    assert without.layers[0].decay_rate == pytest.approx(math.exp(float(without.layers[0].lyapunov[0])))
     # the products are bounded by the per-step norms: sigma(J_T...J_1) <= prod sigma(J_t)
     layer = with_products.layers[0]
     assert float(layer.product_norms[-1]) <= float(layer.step_norms[1:, 0].prod()) * (1 + 1e-6)

@@ -63,7 +63,9 @@ class LayerDiagnosis:
             ``None`` for many-to-many losses.
         horizon: the effective horizon of ``profile_by_distance`` (DESIGN.md section 4),
             ``None`` for many-to-many losses.
-        decay_rate: fitted per-step factor of the profile (by distance when available).
+        decay_rate: fitted per-step factor by which the gradient shrinks (< 1) or grows
+            going back: from the profile by distance (many-to-one), else from the Jacobian
+            products against their span, else :math:`e^{\\lambda_1}`.
         gradient_by_position: share of :math:`\partial L / \partial W_{hh}` contributed
             by the use of :math:`W_{hh}` at step k, shape ``(T,)``; sums to 1.
         gradient_by_distance: share contributed by dependencies exactly ``d`` steps long,
@@ -442,8 +444,9 @@ def _diagnose_layer(
     per_sample = delta[..., :hidden].norm(dim=-1)
     profile = per_sample.square().sum(1).sqrt()
     by_distance = _by_distance(per_sample.square(), lengths).sqrt() if many_to_one else None
-    reference = profile if by_distance is None else by_distance.flip(0)
-    horizon = None if by_distance is None else effective_horizon(reference, options.tolerance)
+    horizon = None
+    if by_distance is not None:
+        horizon = effective_horizon(by_distance.flip(0), options.tolerance)
 
     # Step k's term of dL/dW_hh is g_k^T h_(k-1), g_k = dL/d(W_hh h_(k-1) + b_hh): its
     # projection on G = dL/dW_hh is <g_k, G h_(k-1)>, and these sum to ||G||^2.
@@ -493,7 +496,7 @@ def _diagnose_layer(
         profile=profile,
         profile_by_distance=by_distance,
         horizon=horizon,
-        decay_rate=decay_rate(reference),
+        decay_rate=_decay_rate(by_distance, spans, product_norms, lyapunov),
         gradient_by_position=by_position,
         gradient_by_distance=by_distance_share,
         gradient_beyond=beyond,
@@ -558,6 +561,24 @@ def _propagated_shares(
         carried = torch.where(valid[d:].unsqueeze(-1), moved.reshape(w.shape), w)
         shares.append((direct[d:] * carried).sum())
     return torch.stack(shares)
+
+
+def _decay_rate(
+    by_distance: Tensor | None, spans: list[int], product_norms: Tensor, lyapunov: Tensor
+) -> float:
+    """The per-step factor of the gradient going back: fitted to the profile by distance
+    (many-to-one), else to the Jacobian products against their span, else ``exp(λ₁)``."""
+    if by_distance is not None:
+        return decay_rate(by_distance.flip(0))
+    usable = product_norms > 0
+    if int(usable.sum()) >= 2:
+        span = torch.tensor(spans, dtype=torch.float64)[usable.cpu()]
+        log_norm = product_norms[usable].double().log().cpu()
+        slope = ((span - span.mean()) * (log_norm - log_norm.mean())).sum() / (
+            (span - span.mean()).square().sum()
+        )
+        return math.exp(float(slope))
+    return math.exp(float(lyapunov[0])) if lyapunov.numel() else math.nan
 
 
 def _activity(
