@@ -165,3 +165,12 @@ def test_oscillation_detector_is_silent_on_noisy_losses():
     detector = OscillationDetector()
     noise = 0.17 * (1 + 0.3 * torch.randn(5000, generator=generator))
     assert not any(detector.update(float(v)) for v in noise)
+
+
+def test_a_lone_outlier_is_not_oscillation():
+    """One wild loss makes the lag-1 autocorrelation of the changes near -1 by itself."""
+    generator = torch.Generator().manual_seed(3)
+    detector = OscillationDetector()
+    losses = 0.05 * (1 + 0.3 * torch.randn(400, generator=generator))
+    losses[::97] = 1.0
+    assert not any(detector.update(float(v)) for v in losses)
