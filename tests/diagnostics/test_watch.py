@@ -167,10 +167,19 @@ def test_oscillation_detector_is_silent_on_noisy_losses():
     assert not any(detector.update(float(v)) for v in noise)
 
 
-def test_a_lone_outlier_is_not_oscillation():
-    """One wild loss makes the lag-1 autocorrelation of the changes near -1 by itself."""
-    generator = torch.Generator().manual_seed(3)
+def test_mild_alternation_in_a_descending_loss_is_not_oscillation():
+    """Regression: 40 training losses of the demo's LSTM (adding, length 50, steps 1060-1099).
+
+    Their changes have a lag-1 autocorrelation of -0.80, but only 74 % of them flip sign
+    (67 % for pure noise): the detector used to flag windows like this one.
+    """
+    losses = [
+        0.005, 0.0084, 0.0074, 0.0046, 0.0057, 0.0062, 0.0052, 0.0054, 0.0056, 0.0051,
+        0.0066, 0.0055, 0.0072, 0.0088, 0.012, 0.0059, 0.0137, 0.0074, 0.0161, 0.0075,
+        0.0118, 0.0064, 0.0085, 0.0048, 0.0124, 0.0065, 0.0067, 0.0076, 0.0078, 0.0089,
+        0.0053, 0.0092, 0.0075, 0.0068, 0.0113, 0.0048, 0.0085, 0.0048, 0.0092, 0.0099,
+    ]
     detector = OscillationDetector()
-    losses = 0.05 * (1 + 0.3 * torch.randn(400, generator=generator))
-    losses[::97] = 1.0
-    assert not any(detector.update(float(v)) for v in losses)
+    assert not any(detector.update(v) for v in losses)
+    strict = OscillationDetector()
+    assert [strict.update(0.0075 + 0.004 * (-1) ** i) for i in range(40)][-1]
