@@ -195,3 +195,21 @@ def test_lr_schedule_warms_up_then_decays():
 def test_bad_config_values_are_explained(values, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**values)
+
+
+def test_rollback_policy_keeps_weights_finite_and_lowers_the_learning_rate(tmp_path):
+    """An SGD step of 1e30 overflows the weights: every such update is rolled back."""
+    config = TrainConfig(
+        **{**TINY.to_dict(), "optimizer": "sgd", "lr": 1e30, "momentum": 0.0, "on_nonfinite": "rollback"}
+    )
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.nonfinite_steps >= 1
+    state = RunDirectory(tmp_path / "run").load_checkpoint()["model"]
+    assert all(torch.isfinite(value).all() for value in state.values())
+    rates = [r["lr"] for r in RunDirectory(tmp_path / "run").metrics() if r["split"] == "train"]
+    assert rates[-1] < rates[0]
+
+
+def test_unknown_nonfinite_policy_is_refused():
+    with pytest.raises(ValueError, match="rollback"):
+        TrainConfig(on_nonfinite="ignore")

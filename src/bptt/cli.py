@@ -80,6 +80,11 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     clip = train_parser.add_mutually_exclusive_group()
     clip.add_argument("--clip-norm", type=float, help="clip the global gradient norm (keeps the direction)")
     clip.add_argument("--clip-value", type=float, help="clip each gradient entry to [-V, V]")
+    add(
+        "--on-nonfinite",
+        help="on a NaN/Inf loss or gradient: skip the update, or rollback to the last good "
+        f"state with the learning rate halved (default {DEFAULTS.on_nonfinite})",
+    )
     add("--optimizer", help=f"{', '.join(OPTIMIZERS)} (default {DEFAULTS.optimizer})")
     add("--lr", type=float, help=f"learning rate (default {DEFAULTS.lr})")
     add("--momentum", type=float, help=f"SGD momentum (default {DEFAULTS.momentum})")

@@ -11,6 +11,7 @@ from bptt._registry import unknown_name_message
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("constant", "cosine")
+NONFINITE_POLICIES = ("skip", "rollback")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class TrainConfig:
         warmup: linear warm-up steps.
         clip_norm: clip the global gradient norm to this value (keeps the direction).
         clip_value: clip every gradient entry to ``[-clip_value, clip_value]``.
+        on_nonfinite: what a non-finite loss or gradient does: ``"skip"`` the update, or
+            ``"rollback"`` to the last good state with the learning rate halved (see
+            :class:`bptt.remedies.NonFiniteGuard`).
         eval_every: evaluate on the validation set every this many steps.
         eval_size: validation sequences (a fixed set, generated once from the seed).
         checkpoint_every: write the checkpoint every this many steps (and at the end).
@@ -61,6 +65,7 @@ class TrainConfig:
     warmup: int = 0
     clip_norm: float | None = None
     clip_value: float | None = None
+    on_nonfinite: str = "skip"
     eval_every: int = 100
     eval_size: int = 1000
     checkpoint_every: int = 100
@@ -85,6 +90,10 @@ class TrainConfig:
             raise ValueError(
                 f"expected weight_decay >= 0 and momentum in [0, 1), got "
                 f"weight_decay={self.weight_decay}, momentum={self.momentum}"
+            )
+        if self.on_nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(
+                unknown_name_message("on_nonfinite policy", self.on_nonfinite, list(NONFINITE_POLICIES))
             )
         if self.clip_norm is not None and self.clip_value is not None:
             raise ValueError("choose one of clip_norm and clip_value, not both")

@@ -22,6 +22,7 @@ from bptt.init import init_recurrent_
 from bptt.models import LastStepHead, PerStepHead, SequenceModel
 from bptt.recurrent import Recurrent
 from bptt.remedies.clipping import clip_gradients_
+from bptt.remedies.guards import NonFiniteGuard
 from bptt.rundir import RunDirectory
 from bptt.tasks import AbstractTask, Batch, get_task
 
@@ -43,7 +44,8 @@ class RunResult:
         metric_name, baseline, solved_threshold, solved: the task's verdict.
         horizon: how many steps back the gradient reaches at the end (tolerance 1e-3).
         decay_rate: fitted per-step factor of the gradient profile (< 1 vanishing).
-        nonfinite_steps: steps skipped because the loss or gradient was NaN/Inf.
+        nonfinite_steps: steps whose update was not applied because the loss, a gradient
+            or the updated weights were NaN/Inf (skipped or rolled back).
     """
 
     run_dir: Path
@@ -193,6 +195,7 @@ def train(
             }
         )
 
+    guard = NonFiniteGuard(model, optimizer, policy=config.on_nonfinite, scheduler=scheduler)
     watcher = Watch(
         model,
         every=config.diagnose_every,
@@ -214,9 +217,9 @@ def train(
         # 4. clip, recording the global norm before clipping
         clip = clip_gradients_(model.parameters(), config.clip_norm, config.clip_value)
         # 5. watch (anomalies every step, a diagnosis on schedule); update, never with a
-        #    non-finite loss or gradient
+        #    non-finite loss, gradient or result: skipped, or rolled back (on_nonfinite)
         loss_value = loss.item()
-        finite = watcher.observe(
+        watcher.observe(
             step + 1,
             loss_value,
             batch.inputs,
@@ -225,9 +228,8 @@ def train(
             grad_norm=clip.norm,
             loss_fn=lambda output, _, batch=batch: task.loss(output, batch),
         )
-        if finite:
-            optimizer.step()
-        else:
+        applied = guard.step(loss_value)  # optimizer.step() only if everything is finite
+        if not applied:
             nonfinite_steps += 1
         # 6. learning-rate schedule
         lr = optimizer.param_groups[0]["lr"]
@@ -241,7 +243,7 @@ def train(
             "grad_norm": clip.norm,
             "clipped": clip.clipped,
             "lr": lr,
-            "skipped_nonfinite": not finite,
+            "skipped_nonfinite": not applied,
         }
         run.log(record)
         for callback in callbacks:

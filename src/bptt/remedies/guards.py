@@ -62,6 +62,8 @@ class NonFiniteGuard:
         snapshot_every: the last good state is refreshed after every this many applied
             updates (a copy of the weights and the optimizer state; memory: one model and
             optimizer).
+        scheduler: a learning-rate scheduler whose base rates a rollback lowers too (else
+            the next ``scheduler.step()`` would restore the old rate).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class NonFiniteGuard:
         policy: Policy = "skip",
         lr_factor: float = 0.5,
         snapshot_every: int = 50,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     ) -> None:
         if policy not in ("skip", "rollback"):
             raise ValueError(f"policy must be 'skip' or 'rollback', got {policy!r}")
@@ -78,7 +81,7 @@ class NonFiniteGuard:
             raise ValueError(f"lr_factor must lie in (0, 1], got {lr_factor}")
         if not isinstance(snapshot_every, int) or snapshot_every < 1:
             raise ValueError(f"snapshot_every must be a positive integer, got {snapshot_every!r}")
-        self.model, self.optimizer = model, optimizer
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.policy, self.lr_factor, self.snapshot_every = policy, lr_factor, snapshot_every
         self.counts = GuardCounts()
         self._good = self._snapshot()
@@ -126,6 +129,8 @@ class NonFiniteGuard:
         self.optimizer.load_state_dict(self._good["optimizer"])
         for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr
+        if self.scheduler is not None:
+            self.scheduler.base_lrs = [lr * self.lr_factor for lr in self.scheduler.base_lrs]
         self.optimizer.zero_grad(set_to_none=True)
         self.counts.rolled_back += 1
 
