@@ -188,7 +188,7 @@ def test_lr_schedule_warms_up_then_decays():
     [
         ({"steps": 0}, "steps must be a positive integer"),
         ({"lr": -1.0}, "lr must be a positive finite number"),
-        ({"clip_norm": 1.0, "clip_value": 1.0}, "not both"),
+        ({"clip_norm": 1.0, "clip_value": 1.0}, "choose one of clip"),
         ({"optimizer": "adamw"}, "Did you mean 'adam'"),
     ],
 )
@@ -213,3 +213,21 @@ def test_rollback_policy_keeps_weights_finite_and_lowers_the_learning_rate(tmp_p
 def test_unknown_nonfinite_policy_is_refused():
     with pytest.raises(ValueError, match="rollback"):
         TrainConfig(on_nonfinite="ignore")
+
+
+@pytest.mark.parametrize("spec", ["autoclip:50", "zscore:2.0", "agc:0.05"])
+def test_adaptive_clippers_resume_the_same_curve(tmp_path, spec):
+    """The clipper's state (norm history, running statistics) is in the checkpoint."""
+    config = TrainConfig(**{**TINY.to_dict(), "clip": spec})
+    train(config, tmp_path / "straight", progress=False)
+    train(TrainConfig(**{**config.to_dict(), "steps": 3}), tmp_path / "split", progress=False)
+    train(config, tmp_path / "split", resume=True, progress=False)
+    assert losses(tmp_path / "split") == losses(tmp_path / "straight")
+    records = [r for r in RunDirectory(tmp_path / "straight").metrics() if r["split"] == "train"]
+    assert all("clip_threshold" in r for r in records)
+
+
+def test_a_bad_clip_spec_fails_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="clipper"):
+        train(TrainConfig(**{**TINY.to_dict(), "clip": "agx:1"}), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -79,6 +79,11 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     add("--batch", type=int, help=f"batch size (default {DEFAULTS.batch})")
     clip = train_parser.add_mutually_exclusive_group()
     clip.add_argument("--clip-norm", type=float, help="clip the global gradient norm (keeps the direction)")
+    clip.add_argument(
+        "--clip",
+        help="any clipper: norm:C, per-parameter:C, value:V, autoclip:P (percentile of the norm "
+        "history), agc:L (unit-wise), zscore:Z (spikes)",
+    )
     clip.add_argument("--clip-value", type=float, help="clip each gradient entry to [-V, V]")
     add(
         "--on-nonfinite",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bptt._registry import unknown_name_message
+from bptt.remedies.clipping import make_clipper
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("constant", "cosine")
@@ -37,6 +38,9 @@ class TrainConfig:
         warmup: linear warm-up steps.
         clip_norm: clip the global gradient norm to this value (keeps the direction).
         clip_value: clip every gradient entry to ``[-clip_value, clip_value]``.
+        clip: any clipper by spec (:func:`bptt.remedies.make_clipper`), e.g. ``"agc:0.01"``,
+            ``"autoclip:10"``, ``"zscore:2.5"``, ``"per-parameter:1"``; at most one of
+            ``clip``, ``clip_norm`` and ``clip_value``.
         on_nonfinite: what a non-finite loss or gradient does: ``"skip"`` the update, or
             ``"rollback"`` to the last good state with the learning rate halved (see
             :class:`bptt.remedies.NonFiniteGuard`).
@@ -65,6 +69,7 @@ class TrainConfig:
     warmup: int = 0
     clip_norm: float | None = None
     clip_value: float | None = None
+    clip: str | None = None
     on_nonfinite: str = "skip"
     eval_every: int = 100
     eval_size: int = 1000
@@ -95,8 +100,11 @@ class TrainConfig:
             raise ValueError(
                 unknown_name_message("on_nonfinite policy", self.on_nonfinite, list(NONFINITE_POLICIES))
             )
-        if self.clip_norm is not None and self.clip_value is not None:
-            raise ValueError("choose one of clip_norm and clip_value, not both")
+        chosen = [n for n in ("clip", "clip_norm", "clip_value") if getattr(self, n) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"choose one of clip, clip_norm and clip_value, got {chosen}")
+        if self.clip is not None:
+            make_clipper(self.clip)  # a bad spec fails here, before any run directory exists
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(unknown_name_message("optimizer", self.optimizer, list(OPTIMIZERS)))
         if self.schedule not in SCHEDULES:

@@ -21,7 +21,13 @@ from bptt.diagnostics.watch import Watch
 from bptt.init import init_recurrent_
 from bptt.models import LastStepHead, PerStepHead, SequenceModel
 from bptt.recurrent import Recurrent
-from bptt.remedies.clipping import clip_gradients_
+from bptt.remedies.clipping import (
+    AbstractClipper,
+    NormClipper,
+    ValueClipper,
+    clip_gradients_,
+    make_clipper,
+)
 from bptt.remedies.guards import NonFiniteGuard
 from bptt.rundir import RunDirectory
 from bptt.tasks import AbstractTask, Batch, get_task
@@ -77,6 +83,17 @@ def build_model(config: TrainConfig, task: AbstractTask) -> SequenceModel:
     model = SequenceModel(recurrent, head_type(config.hidden, task.num_outputs), task.vocab_size)
     init_recurrent_(model.recurrent, config.init or CELLS.get(config.cell).init)
     return model
+
+
+def make_training_clipper(config: TrainConfig) -> AbstractClipper | None:
+    """The clipper ``config`` asks for (``clip`` spec, ``clip_norm`` or ``clip_value``), if any."""
+    if config.clip is not None:
+        return make_clipper(config.clip)
+    if config.clip_norm is not None:
+        return NormClipper(config.clip_norm)
+    if config.clip_value is not None:
+        return ValueClipper(config.clip_value)
+    return None
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -168,6 +185,7 @@ def train(
         config.eval_size, torch.Generator().manual_seed(config.seed + VALIDATION_SEED_OFFSET)
     ).to(device)
 
+    clipper = make_training_clipper(config)
     step, nonfinite_steps = 0, 0
     if resume:
         run = RunDirectory.resume(out, config)
@@ -178,6 +196,8 @@ def train(
         torch.set_rng_state(state["rng"]["torch"])
         data_rng.set_state(state["rng"]["data"])
         step, nonfinite_steps = state["step"], state["nonfinite_steps"]
+        if clipper is not None and "clipper" in state:
+            clipper.load_state_dict(state["clipper"])
         run.truncate_logs(step)
         run.write_config(config)
     else:
@@ -192,6 +212,7 @@ def train(
                 "scheduler": scheduler.state_dict(),
                 "rng": {"torch": torch.get_rng_state(), "data": data_rng.get_state()},
                 "nonfinite_steps": nonfinite_steps,
+                "clipper": clipper.state_dict() if clipper is not None else {},
             }
         )
 
@@ -215,7 +236,7 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # 4. clip, recording the global norm before clipping
-        clip = clip_gradients_(model.parameters(), config.clip_norm, config.clip_value)
+        clip = clipper(model.parameters()) if clipper else clip_gradients_(model.parameters())
         # 5. watch (anomalies every step, a diagnosis on schedule); update, never with a
         #    non-finite loss, gradient or result: skipped, or rolled back (on_nonfinite)
         loss_value = loss.item()
@@ -242,6 +263,7 @@ def train(
             "loss": loss_value,
             "grad_norm": clip.norm,
             "clipped": clip.clipped,
+            "clip_threshold": clip.threshold,
             "lr": lr,
             "skipped_nonfinite": not applied,
         }
