@@ -1,13 +1,25 @@
-"""bptt.init: per-gate orthogonal and identity initialisers, and the named schemes."""
+"""bptt.init: per-gate orthogonal, identity, Henaff and Cayley initialisers, chrono and
+forget-gate biases, and the named schemes."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from bptt.cells import GRUCell
-from bptt.init import INITS, identity_, init_recurrent_, orthogonal_
+from bptt.cells import ElmanCell, GRUCell, LSTMCell
+from bptt.init import (
+    INITS,
+    cayley_,
+    chrono_,
+    forget_bias_,
+    henaff_,
+    identity_,
+    init_recurrent_,
+    orthogonal_,
+)
 
 H = 8
 
@@ -104,10 +116,311 @@ def test_identity_gives_scaled_identity_per_gate(num_gates: int) -> None:
         torch.testing.assert_close(block, expected, atol=0, rtol=0)
 
 
+# --- henaff_ ----------------------------------------------------------------------------
+
+
+def henaff_angles(block: Tensor) -> Tensor:
+    """The angles s_k of a Henaff block, read off its 2x2 rotations [[cos, sin], [-sin, cos]]."""
+    even = torch.arange(0, block.shape[0] - 1, 2)
+    return torch.atan2(block[even, even + 1], block[even, even])
+
+
+def skew_from_angles(angles: Tensor, size: int) -> Tensor:
+    skew = torch.zeros(size, size, dtype=angles.dtype)
+    even = torch.arange(0, 2 * angles.numel(), 2)
+    skew[even, even + 1] = angles
+    skew[even + 1, even] = -angles
+    return skew
+
+
+@pytest.mark.parametrize(("size", "num_gates"), [(8, 1), (8, 4), (7, 3)])
+def test_henaff_is_the_exponential_of_a_block_skew_matrix(size: int, num_gates: int) -> None:
+    weight = torch.empty(num_gates * size, size, dtype=torch.float64)
+    out = henaff_(weight, num_gates=num_gates, generator=torch.Generator().manual_seed(0))
+    assert out is weight
+    blocks = list(weight.chunk(num_gates, dim=0))
+    for block in blocks:
+        assert_orthogonal(block)
+        assert torch.linalg.det(block).item() == pytest.approx(1.0, abs=1e-12)
+        angles = henaff_angles(block)
+        assert angles.numel() == size // 2 and (angles.abs() < math.pi).all()
+        # W = expm(A) with A = blockdiag([[0, s], [-s, 0]]); odd H: a trailing 1
+        expected = torch.linalg.matrix_exp(skew_from_angles(angles, size))
+        torch.testing.assert_close(block, expected, atol=1e-12, rtol=0)
+        if size % 2:
+            assert block[-1, -1].item() == 1.0
+            assert not block[-1, :-1].any() and not block[:-1, -1].any()
+        # eigenvalues e^{±i s_k}: on the unit circle, phases the drawn angles
+        eigenvalues = torch.linalg.eigvals(block)
+        torch.testing.assert_close(
+            eigenvalues.abs(), torch.ones(size, dtype=torch.float64), atol=1e-12, rtol=0
+        )
+        phases = eigenvalues.angle().sort().values
+        expected_phases = torch.cat([angles, -angles] + ([angles.new_zeros(1)] if size % 2 else []))
+        torch.testing.assert_close(phases, expected_phases.sort().values, atol=1e-10, rtol=0)
+    assert (blocks[0] - blocks[-1]).abs().max() > 0.1 or num_gates == 1
+
+
+def test_henaff_phases_are_uniform_on_minus_pi_pi() -> None:
+    samples = 4000
+    weight = henaff_(
+        torch.empty(samples * 2, 2, dtype=torch.float64),
+        num_gates=samples,
+        generator=torch.Generator().manual_seed(3),
+    )
+    angles = torch.stack([henaff_angles(block) for block in weight.view(samples, 2, 2)])
+    # U(-pi, pi): mean 0, std pi / sqrt(3) ~ 1.81; standard error of the mean ~ 0.03
+    assert angles.mean().abs() < 0.15
+    assert angles.std().item() == pytest.approx(math.pi / math.sqrt(3), rel=0.05)
+    assert angles.min() < -3.0 and angles.max() > 3.0
+
+
+# --- cayley_ -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("size", "num_gates"), [(8, 1), (8, 4), (5, 3)])
+def test_cayley_is_orthogonal_and_inverts_to_a_bounded_skew_matrix(
+    size: int, num_gates: int
+) -> None:
+    weight = torch.empty(num_gates * size, size, dtype=torch.float64)
+    out = cayley_(weight, num_gates=num_gates, generator=torch.Generator().manual_seed(0))
+    assert out is weight
+    eye = torch.eye(size, dtype=torch.float64)
+    blocks = list(weight.chunk(num_gates, dim=0))
+    for block in blocks:
+        assert_orthogonal(block)
+        assert torch.linalg.det(block).item() == pytest.approx(1.0, abs=1e-10)
+        # the Cayley transform is an involution: A = (I + W)^{-1} (I - W), skew-symmetric
+        # with the drawn upper triangle in (-pi, pi)
+        skew = torch.linalg.solve(eye + block, eye - block)
+        torch.testing.assert_close(skew, -skew.T, atol=1e-10, rtol=0)
+        assert skew.diagonal().abs().max() < 1e-10
+        upper = skew[torch.triu_indices(size, size, offset=1).unbind()]
+        assert (upper.abs() < math.pi).all() and upper.abs().max() > 1.0
+        torch.testing.assert_close(
+            torch.linalg.solve(eye + skew, eye - skew), block, atol=1e-10, rtol=0
+        )
+    assert (blocks[0] - blocks[-1]).abs().max() > 0.1 or num_gates == 1
+
+
+@pytest.mark.parametrize("fill", [henaff_, cayley_])
+def test_henaff_and_cayley_generators_are_reproducible(fill) -> None:
+    def draw(seed: int) -> Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        return fill(torch.empty(4 * H, H, dtype=torch.float64), num_gates=4, generator=generator)
+
+    torch.testing.assert_close(draw(0), draw(0), atol=0, rtol=0)
+    assert not torch.equal(draw(0), draw(1))
+
+
+@pytest.mark.parametrize("fill", [henaff_, cayley_])
+def test_henaff_and_cayley_low_precision_parameter(fill) -> None:
+    weight = nn.Parameter(torch.empty(2 * H, H, dtype=torch.bfloat16))
+    fill(weight, num_gates=2)
+    assert weight.requires_grad and weight.dtype == torch.bfloat16
+    for block in gate_blocks(weight.float(), 2):
+        torch.testing.assert_close(block.T @ block, torch.eye(H), atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize("scheme", ["henaff", "cayley"])
+def test_henaff_and_cayley_schemes_touch_only_recurrent_weights(scheme: str) -> None:
+    gru = nn.GRU(3, H, num_layers=2, bidirectional=True).double()
+    before = snapshot(gru)
+    init_recurrent_(gru, scheme, generator=torch.Generator().manual_seed(0))
+    after = snapshot(gru)
+    for name in after:
+        if name.startswith("weight_hh"):
+            assert not torch.equal(before[name], after[name])
+            for block in gate_blocks(after[name], 3):
+                assert_orthogonal(block)
+        else:
+            assert torch.equal(before[name], after[name]), name
+
+
+# --- chrono_ and forget_bias_ ------------------------------------------------------------
+
+
+def bias_blocks(module: nn.Module, suffix: str, num_gates: int) -> tuple[Tensor, Tensor]:
+    """(bias_ih, bias_hh) of one layer, each viewed as (num_gates, H)."""
+    return tuple(
+        getattr(module, f"{kind}{suffix}").detach().view(num_gates, -1)
+        for kind in ("bias_ih", "bias_hh")
+    )
+
+
+def assert_chrono_lstm(module: nn.Module, suffix: str, max_length: int) -> None:
+    ih, hh = bias_blocks(module, suffix, 4)
+    assert not ih.any()  # the whole value sits in bias_hh
+    total = ih + hh
+    forget = total[1]
+    assert (forget >= 0).all() and (forget <= math.log(max_length - 1) + 1e-12).all()
+    torch.testing.assert_close(total[0], -forget, atol=0, rtol=0)  # b_i = -b_f
+    assert not total[2].any() and not total[3].any()  # b_g = b_o = 0
+    # the memory times 1 + e^{b_f} are spread over [2, T_max]: not all equal
+    assert forget.std() > 0.1
+
+
+def test_chrono_on_bptt_lstm_cell() -> None:
+    cell = LSTMCell(3, 64).double()
+    weights = {name: p.detach().clone() for name, p in cell.named_parameters() if "weight" in name}
+    assert chrono_(cell, max_length=100) is cell
+    assert_chrono_lstm(cell, "", 100)
+    for name, value in weights.items():
+        assert torch.equal(getattr(cell, name), value)  # weights are left as they are
+
+
+def test_chrono_forget_biases_are_log_uniform_on_1_to_tmax_minus_1() -> None:
+    max_length, cells = 50, 200  # 200 cells of H = 100 units: 20000 draws
+    module = nn.ModuleList([LSTMCell(1, 100) for _ in range(cells)]).double()
+    chrono_(module, max_length, generator=torch.Generator().manual_seed(0))
+    # e^{b_f} ~ U(1, T_max - 1)
+    memory = torch.cat([cell.bias_hh.detach().view(4, 100)[1] for cell in module]).exp()
+    assert memory.min() >= 1 - 1e-12 and memory.max() <= max_length - 1 + 1e-12
+    # U(1, 49): mean 25, std 48 / sqrt(12) ~ 13.9; standard error of the mean ~ 0.1
+    assert memory.mean().item() == pytest.approx(25.0, abs=0.5)
+    assert memory.std().item() == pytest.approx(48 / math.sqrt(12), rel=0.03)
+
+
+def test_chrono_on_torch_lstm_every_layer_and_direction() -> None:
+    lstm = nn.LSTM(3, H, num_layers=2, bidirectional=True).double()
+    chrono_(lstm, max_length=30)
+    suffixes = [f"_l{k}{d}" for k in range(2) for d in ("", "_reverse")]
+    for suffix in suffixes:
+        assert_chrono_lstm(lstm, suffix, 30)
+    forgets = [bias_blocks(lstm, suffix, 4)[1][1] for suffix in suffixes]
+    assert not torch.equal(forgets[0], forgets[1])  # a new draw per layer and direction
+
+
+def test_chrono_on_lstm_with_projection() -> None:
+    lstm = nn.LSTM(3, H, proj_size=2).double()
+    chrono_(lstm, max_length=10)
+    assert_chrono_lstm(lstm, "_l0", 10)
+
+
+@pytest.mark.parametrize("module", [GRUCell(3, H), nn.GRU(3, H, num_layers=2), nn.GRUCell(3, H)])
+def test_chrono_on_gru_sets_the_update_gate_bias_positive(module: nn.Module) -> None:
+    module = module.double()
+    max_length = 40
+    chrono_(module, max_length=max_length)
+    suffixes = ["_l0", "_l1"] if isinstance(module, nn.GRU) else [""]
+    for suffix in suffixes:
+        ih, hh = bias_blocks(module, suffix, 3)
+        assert not ih.any()
+        update = (ih + hh)[1]
+        assert (update >= 0).all() and (update <= math.log(max_length - 1) + 1e-12).all()
+        assert update.std() > 0.1
+        assert not hh[0].any() and not hh[2].any()  # reset and candidate biases 0
+
+
+def test_chrono_gru_keeps_memory_with_the_update_gate() -> None:
+    # h' = (1 - z) n + z h: with zero weights, z = sigma(b_z) = tau / (1 + tau), and the
+    # state decays geometrically by z per step from h to n = tanh(0) = 0.
+    cell = GRUCell(1, H).double()
+    chrono_(cell, max_length=1000, generator=torch.Generator().manual_seed(0))
+    nn.init.zeros_(cell.weight_ih)
+    nn.init.zeros_(cell.weight_hh)
+    state = torch.ones(1, H, dtype=torch.float64)
+    update = torch.sigmoid(cell.bias_hh.detach().view(3, H)[1])
+    assert (update >= 0.5).all()  # z >= sigma(log 1) = 1/2: memory kept at least half
+    after = cell.step(torch.zeros(1, 1, dtype=torch.float64), state)
+    torch.testing.assert_close(after[0], update, atol=1e-12, rtol=0)
+
+
+def test_chrono_generator_is_reproducible() -> None:
+    def draw(seed: int) -> Tensor:
+        lstm = nn.LSTM(3, H, num_layers=2)
+        return chrono_(lstm, 20, generator=torch.Generator().manual_seed(seed)).bias_hh_l1
+
+    assert torch.equal(draw(0), draw(0))
+    assert not torch.equal(draw(0), draw(1))
+
+
+def test_chrono_scheme_matches_chrono_and_needs_max_length() -> None:
+    ours = init_recurrent_(
+        nn.LSTM(3, H), "chrono", max_length=25, generator=torch.Generator().manual_seed(4)
+    )
+    reference = chrono_(nn.LSTM(3, H), 25, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(ours.bias_hh_l0, reference.bias_hh_l0)
+    assert not ours.bias_ih_l0.any()
+    with pytest.raises(ValueError, match="max_length"):
+        init_recurrent_(nn.LSTM(3, H), "chrono")
+
+
+@pytest.mark.parametrize("max_length", [1, 0, -5, math.inf, math.nan, True, "100"])
+def test_chrono_bad_max_length_raises(max_length) -> None:
+    with pytest.raises(ValueError, match="max_length"):
+        chrono_(nn.LSTM(3, H), max_length)
+
+
+def test_chrono_max_length_two_gives_zero_forget_bias() -> None:
+    lstm = chrono_(nn.LSTM(3, H).double(), 2)  # U(1, 1) = 1: b_f = log 1 = 0
+    assert not lstm.bias_ih_l0.any() and not lstm.bias_hh_l0.any()
+
+
+@pytest.mark.parametrize("module", [LSTMCell(3, H), nn.LSTM(3, H, num_layers=2)])
+def test_forget_bias_sets_exactly_the_forget_block(module: nn.Module) -> None:
+    module = module.double()
+    before = snapshot(module)
+    assert forget_bias_(module, 2.5) is module
+    suffixes = ["_l0", "_l1"] if isinstance(module, nn.LSTM) else [""]
+    for suffix in suffixes:
+        ih, hh = bias_blocks(module, suffix, 4)
+        old_ih = before[f"bias_ih{suffix}"].view(4, H)
+        old_hh = before[f"bias_hh{suffix}"].view(4, H)
+        assert not ih[1].any()
+        assert torch.equal(hh[1], torch.full((H,), 2.5, dtype=torch.float64))
+        for gate in (0, 2, 3):  # i, g, o untouched
+            assert torch.equal(ih[gate], old_ih[gate]) and torch.equal(hh[gate], old_hh[gate])
+    for name, value in snapshot(module).items():
+        if "weight" in name:
+            assert torch.equal(value, before[name])
+
+
+def test_forget_bias_default_and_scheme() -> None:
+    lstm = forget_bias_(nn.LSTM(3, H).double())
+    torch.testing.assert_close(
+        (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().view(4, H)[1],
+        torch.ones(H, dtype=torch.float64), atol=0, rtol=0,
+    )
+    init_recurrent_(lstm, "forget-bias", forget_bias=0.5)
+    assert torch.equal(lstm.bias_hh_l0.detach().view(4, H)[1], torch.full((H,), 0.5).double())
+
+
+@pytest.mark.parametrize(
+    ("call", "module", "message"),
+    [
+        (lambda m: chrono_(m, 10), ElmanCell(3, H), "Elman"),
+        (lambda m: chrono_(m, 10), nn.RNN(3, H), "Elman"),
+        (lambda m: chrono_(m, 10), nn.LSTM(3, H, bias=False), "bias=False"),
+        (lambda m: chrono_(m, 10), GRUCell(3, H, bias=False), "bias=False"),
+        (lambda m: chrono_(m, 10), nn.Linear(3, H), "weight_hh"),
+        (forget_bias_, ElmanCell(3, H), "Elman"),
+        (forget_bias_, GRUCell(3, H), "GRU"),
+        (forget_bias_, nn.GRU(3, H), "chrono_"),
+        (forget_bias_, LSTMCell(3, H, bias=False), "bias=False"),
+        (lambda m: init_recurrent_(m, "chrono", max_length=10), nn.RNN(3, H), "Elman"),
+        (lambda m: init_recurrent_(m, "forget-bias"), nn.GRU(3, H), "LSTM"),
+    ],
+)
+def test_gate_bias_initialisers_reject_wrong_cells(call, module: nn.Module, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call(module)
+
+
+def test_gate_bias_initialisers_change_nothing_when_one_layer_is_wrong() -> None:
+    cells = nn.ModuleList([LSTMCell(3, H), ElmanCell(3, H)])
+    before = snapshot(cells)
+    for call in (lambda m: chrono_(m, 10), forget_bias_):
+        with pytest.raises(ValueError, match="Elman"):
+            call(cells)
+        for name, value in snapshot(cells).items():
+            assert torch.equal(value, before[name]), name
+
+
 # --- validation --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fill", [orthogonal_, identity_])
+@pytest.mark.parametrize("fill", [orthogonal_, identity_, henaff_, cayley_])
 @pytest.mark.parametrize(
     ("shape", "num_gates", "message"),
     [
@@ -212,7 +525,9 @@ def test_initialised_rnn_still_runs_on_fused_path() -> None:
 
 
 def test_registry_names() -> None:
-    assert INITS.names() == ["default", "identity", "orthogonal"]
+    assert INITS.names() == [
+        "cayley", "chrono", "default", "forget-bias", "henaff", "identity", "orthogonal"
+    ]
 
 
 def test_unknown_scheme_suggests_the_closest_name() -> None:

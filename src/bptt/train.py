@@ -81,7 +81,8 @@ def build_model(config: TrainConfig, task: AbstractTask) -> SequenceModel:
     recurrent = Recurrent.from_name(config.cell, task.input_size, config.hidden, config.layers)
     head_type = PerStepHead if task.many_to_many else LastStepHead
     model = SequenceModel(recurrent, head_type(config.hidden, task.num_outputs), task.vocab_size)
-    init_recurrent_(model.recurrent, config.init or CELLS.get(config.cell).init)
+    # chrono initialisation draws its time scales up to the task's length
+    init_recurrent_(model.recurrent, config.init or CELLS.get(config.cell).init, max_length=config.length)
     return model
 
 
