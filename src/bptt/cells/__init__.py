@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from functools import partial
 
 from bptt._registry import Registry
-from bptt.cells.base import AbstractCell, State, map_state
+from bptt.cells.base import (
+    AbstractCell,
+    State,
+    flatten_state,
+    map_state,
+    unflatten_state,
+)
 from bptt.cells.elman import ElmanCell
 from bptt.cells.gated import GRUCell, LSTMCell
 
@@ -19,8 +25,10 @@ __all__ = [
     "GRUCell",
     "LSTMCell",
     "State",
+    "flatten_state",
     "make_cell",
     "map_state",
+    "unflatten_state",
 ]
 
 

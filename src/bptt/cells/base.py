@@ -21,6 +21,19 @@ def map_state(fn: Callable[..., Tensor], *states: State) -> State:
     return fn(*states)
 
 
+def flatten_state(state: State) -> Tensor:
+    """One tensor ``(B, S)`` for a state: the state itself, or its parts concatenated
+    (an LSTM's ``(h, c)`` becomes ``cat([h, c], -1)``, so ``h`` is the first ``H`` columns)."""
+    return torch.cat(state, -1) if isinstance(state, tuple) else state
+
+
+def unflatten_state(flat: Tensor, hidden_size: int) -> State:
+    """Inverse of :func:`flatten_state` for parts of ``hidden_size`` columns each."""
+    if flat.shape[-1] == hidden_size:
+        return flat
+    return tuple(flat.split(hidden_size, dim=-1))
+
+
 class AbstractCell(nn.Module, abc.ABC):
     """One step of a recurrent network: ``state_t = cell.step(x_t, state_{t-1})``.
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from bptt.cells import State
+from bptt.cells import State, flatten_state
 from bptt.diagnostics.trace import TapedLayer
 
 __all__ = [
@@ -77,7 +77,7 @@ def nonfinite_in_forward(layers: list[TapedLayer], loss: Tensor) -> NonFiniteRep
     """The first non-finite activation (layer, step, sample, gate), else a non-finite loss."""
     for layer in layers:
         tape = layer.tape
-        states = torch.stack([_flat(state) for state in tape.states]).detach()
+        states = torch.stack([flatten_state(state) for state in tape.states]).detach()
         bad = ~torch.isfinite(states)
         if not bad.any():
             continue
@@ -217,10 +217,6 @@ class OscillationDetector:
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.history = deque(state["history"], maxlen=self.window)
-
-
-def _flat(state: State) -> Tensor:
-    return torch.cat(state, -1) if isinstance(state, tuple) else state
 
 
 def _row(state: State, sample: int) -> State:

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
-from bptt.cells import AbstractCell, ElmanCell, State
+from bptt.cells import AbstractCell, ElmanCell, State, flatten_state, unflatten_state
 from bptt.diagnostics.anomalies import (
     NonFiniteReport,
     nonfinite_in_backward,
@@ -432,7 +432,7 @@ def _diagnose_layer(
     cell = tape.cell
     delta = gradients.delta
     inputs = tape.inputs.detach()
-    previous = torch.stack([_flat(tape.initial)] + [_flat(s) for s in tape.states[:-1]])
+    previous = torch.stack([flatten_state(s) for s in [tape.initial, *tape.states[:-1]]])
     steps, batch = inputs.shape[:2]
     lengths = _lengths(tape)
     valid = tape.mask
@@ -524,10 +524,11 @@ def _weight_tangents(
     batched JVP in the direction G gives all of them.
     """
     steps, batch = inputs.shape[:2]
-    rows_x, rows_s = inputs.flatten(0, 1), _unflat(cell, previous.flatten(0, 1))
+    rows_x = inputs.flatten(0, 1)
+    rows_s = unflatten_state(previous.flatten(0, 1), cell.hidden_size)
 
     def state_for(weight: Tensor) -> Tensor:
-        return _flat(functional_call(cell, {"weight_hh": weight}, (rows_x, rows_s)))
+        return flatten_state(functional_call(cell, {"weight_hh": weight}, (rows_x, rows_s)))
 
     weight = cell.weight_hh.detach()
     _, tangent = jvp(state_for, (weight,), (weight_grad.to(weight.dtype),))
@@ -585,7 +586,8 @@ def _activity(
     cell: AbstractCell, inputs: Tensor, previous: Tensor, valid: Tensor
 ) -> dict[str, Any]:
     """Saturation and dead units (Elman), gate statistics (gated cells)."""
-    gates = cell.gates(inputs.flatten(0, 1), _unflat(cell, previous.flatten(0, 1)))
+    rows_s = unflatten_state(previous.flatten(0, 1), cell.hidden_size)
+    gates = cell.gates(inputs.flatten(0, 1), rows_s)
     rows = valid.flatten()
     if isinstance(cell, ElmanCell):
         z = gates["z"][rows]
@@ -620,21 +622,11 @@ def _parts(state: State) -> tuple[Tensor, ...]:
     return state if isinstance(state, tuple) else (state,)
 
 
-def _flat(state: State) -> Tensor:
-    return torch.cat(state, -1) if isinstance(state, tuple) else state
-
-
-def _unflat(cell: AbstractCell, flat: Tensor) -> State:
-    if flat.shape[-1] == cell.hidden_size:
-        return flat
-    return tuple(flat.split(cell.hidden_size, dim=-1))
-
-
 def _flat_step(cell: AbstractCell) -> Callable[[Tensor, Tensor], Tensor]:
     """The cell's step on flat states ``(N, S)`` (``S = 2H`` for an LSTM's ``(h, c)``)."""
 
     def step(x: Tensor, state: Tensor) -> Tensor:
-        return _flat(cell.step(x, _unflat(cell, state)))
+        return flatten_state(cell.step(x, unflatten_state(state, cell.hidden_size)))
 
     return step
 

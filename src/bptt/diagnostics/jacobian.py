@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.func import jacrev, jvp, vjp, vmap
 
-from bptt.cells import AbstractCell, State
+from bptt.cells import AbstractCell, flatten_state, unflatten_state
 
 StepFunction = Callable[[Tensor, Tensor], Tensor]
 """``step(x, s) -> s_new``: inputs ``(N, I)`` and flat states ``(N, S)`` to states ``(N, S)``."""
@@ -155,8 +155,8 @@ class CellSteps(Linearization):
             input_part, recurrent_part = cell.gate_input(rows_x, rows_s[:, :hidden])
 
             def update(recurrent: Tensor, flat_state: Tensor) -> Tensor:
-                new = cell.pointwise(input_part, recurrent, _unflat(flat_state, self.parts))
-                return torch.cat(new, -1) if isinstance(new, tuple) else new
+                new = cell.pointwise(input_part, recurrent, unflatten_state(flat_state, hidden))
+                return flatten_state(new)
 
             shape = (*inputs.shape[:2], self.parts, hidden)
             primals = (recurrent_part, rows_s)
@@ -194,10 +194,6 @@ def _block(like: Tensor, index: int, size: int) -> Tensor:
     tangent = torch.zeros_like(like)
     tangent[:, index * size : (index + 1) * size] = 1
     return tangent
-
-
-def _unflat(flat: Tensor, parts: int) -> State:
-    return tuple(flat.chunk(parts, dim=-1)) if parts > 1 else flat
 
 
 def _batched(fn: LinearMap) -> LinearMap:
