@@ -153,9 +153,7 @@ class Watch:
 
     def _grad_norm(self) -> float:
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if not grads:
-            return 0.0
-        return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+        return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
 
     def _locate(self, batch: tuple, loss_fn: LossFunction | None) -> NonFiniteReport:
         """Where the non-finite value came from, by a diagnostic pass on the same batch."""
@@ -210,28 +208,22 @@ def watch(model: nn.Module, every: int = 50, **options: Any) -> Iterator[Watch]:
     yield Watch(model, every=every, **options)
 
 
+COMPACT_FIELDS = (
+    "name", "horizon", "decay_rate", "median_step_norm", "lyapunov", "profile", "spans",
+    "product_norms", "gradient_by_distance", "saturation", "gates",
+)
+"""The per-layer fields of a diagnosis kept at every scheduled step."""
+
+
 def compact_record(diagnosis: Diagnosis) -> dict[str, Any]:
     """The numbers of a diagnosis worth keeping at every scheduled step (JSON-ready)."""
-    layers = []
-    for layer in diagnosis.layers:
-        layers.append(
-            {
-                "name": layer.name,
-                "verdict": layer.verdict.kind,
-                "horizon": layer.horizon,
-                "decay_rate": _finite(layer.decay_rate),
-                "median_step_norm": _finite(layer.median_step_norm),
-                "lyapunov": [_finite(v) for v in layer.lyapunov.tolist()],
-                "profile": [_finite(v) for v in layer.profile.tolist()],
-                "spans": layer.spans,
-                "product_norms": [_finite(v) for v in layer.product_norms.tolist()],
-                "gradient_by_distance": [_finite(v) for v in layer.gradient_by_distance.tolist()],
-                "saturation": layer.saturation,
-                "gates": layer.gates,
-            }
-        )
+    full = diagnosis.to_dict()
+    layers = [
+        {key: layer[key] for key in COMPACT_FIELDS} | {"verdict": layer["verdict"]["kind"]}
+        for layer in full["layers"]
+    ]
     return {
-        "loss": _finite(diagnosis.loss),
+        "loss": full["loss"],
         "verdict": diagnosis.verdict.kind,
         "explanation": diagnosis.verdict.explanation,
         "layers": layers,
@@ -247,8 +239,3 @@ def load_capture(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(f"{path} is not a readable bptt capture: {error}") from error
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-

@@ -544,4 +544,4 @@ def _arguments(clipper: AbstractClipper) -> str:
 
 
 def _global_norm(grads: list[Tensor]) -> Tensor:
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    return torch.nn.utils.get_total_norm(grads)
