@@ -327,12 +327,24 @@ def _check_arguments(
         "bias_ih": (bias_ih, (hidden,), "(H,) or None"),
         "bias_hh": (bias_hh, (hidden,), "(H,) or None"),
     }
+    _check_like_inputs(expected, inputs)
+    if mask is not None:
+        _check_mask(mask, steps, batch, inputs.device)
+
+
+def _check_like_inputs(
+    expected: dict[str, tuple[Tensor | None, tuple[int, ...], str]],
+    inputs: Tensor,
+    shape_note: str = "",
+) -> None:
+    """Check each ``name: (tensor, shape, hint)`` (``None`` tensors skipped): the shape, and
+    the dtype and device of ``inputs``."""
     for name, (tensor, shape, hint) in expected.items():
         if tensor is None:
             continue
         if tuple(tensor.shape) != shape:
             raise ValueError(
-                f"expected {name} of shape {shape}, got {tuple(tensor.shape)}; "
+                f"expected {name} of shape {shape}{shape_note}, got {tuple(tensor.shape)}; "
                 f"{name} must be {hint}"
             )
         if tensor.dtype != inputs.dtype or tensor.device != inputs.device:
@@ -341,8 +353,6 @@ def _check_arguments(
                 f"got {tensor.dtype} on {tensor.device}; convert it with "
                 f"{name}.to(inputs.dtype, inputs.device)"
             )
-    if mask is not None:
-        _check_mask(mask, steps, batch, inputs.device)
 
 
 def _check_mask(mask: Tensor, steps: int, batch: int, device: torch.device) -> None:

@@ -42,7 +42,12 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from bptt.autograd.elman import ProfileCallback, _check_mask, _input_projection
+from bptt.autograd.elman import (
+    ProfileCallback,
+    _check_like_inputs,
+    _check_mask,
+    _input_projection,
+)
 
 
 def lstm_bptt(
@@ -441,19 +446,6 @@ def _check_arguments(
         "bias_ih": (bias_ih, (rows,), f"({num_gates}H,) or None"),
         "bias_hh": (bias_hh, (rows,), f"({num_gates}H,) or None"),
     }
-    for name, (tensor, shape, hint) in expected.items():
-        if tensor is None:
-            continue
-        if tuple(tensor.shape) != shape:
-            raise ValueError(
-                f"expected {name} of shape {shape} (H = {hidden} from weight_hh), got "
-                f"{tuple(tensor.shape)}; {name} must be {hint}"
-            )
-        if tensor.dtype != inputs.dtype or tensor.device != inputs.device:
-            raise ValueError(
-                f"expected {name} with dtype {inputs.dtype} on {inputs.device} like inputs, "
-                f"got {tensor.dtype} on {tensor.device}; convert it with "
-                f"{name}.to(inputs.dtype, inputs.device)"
-            )
+    _check_like_inputs(expected, inputs, shape_note=f" (H = {hidden} from weight_hh)")
     if mask is not None:
         _check_mask(mask, steps, batch, inputs.device)
