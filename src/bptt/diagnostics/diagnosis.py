@@ -468,13 +468,14 @@ def _diagnose_layer(
     n = min(batch, options.spectra_samples)
     sample_inputs, sample_previous = inputs[:, :n], previous[:, :n]
     sample_mask = valid[:, :n]
+    jacobians = CellSteps(cell, sample_inputs, sample_previous)
     step_norms = step_spectral_norms(
-        CellSteps(cell, sample_inputs, sample_previous), sample_inputs, sample_previous,
+        jacobians, sample_inputs, sample_previous,
         mask=sample_mask, iterations=options.power_iterations,
         tolerance=options.spectral_tolerance, generator=generator,
     )
     # float64 maps: products over long spans fall far below float32's 1e-38.
-    jacobians = CellSteps(cell, sample_inputs, sample_previous, dtype=torch.float64)
+    jacobians = jacobians.to(torch.float64)
     sample_previous = sample_previous.double()
     spans = _span_ladder(steps) if options.products else []
     product_norms = torch.empty(0, dtype=torch.float64)

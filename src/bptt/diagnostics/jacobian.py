@@ -21,6 +21,7 @@ must be a pure function that ``torch.func`` can transform (``vjp`` of ``vjp``, `
 from __future__ import annotations
 
 import abc
+import copy
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -135,8 +136,6 @@ class CellSteps(Linearization):
         cell: the cell.
         inputs: its input at every step, ``(T, B, I)``.
         states: its flat state before every step, ``(T, B, S)``.
-        dtype: the precision of the maps (e.g. ``torch.float64``, so that long products of
-            small Jacobians do not underflow); default: the states' dtype.
     """
 
     def __init__(
@@ -144,7 +143,6 @@ class CellSteps(Linearization):
         cell: AbstractCell,
         inputs: Tensor,
         states: Tensor,
-        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(inputs, states)
         self.cell = cell
@@ -167,8 +165,17 @@ class CellSteps(Linearization):
             self.a = torch.stack([jvp(update, primals, t)[1].reshape(shape) for t in through_gates], 2)
             self.c = torch.stack([jvp(update, primals, t)[1].reshape(shape) for t in direct], 2)
         self.weight = cell.weight_hh.detach()
-        if dtype is not None:
-            self.a, self.c, self.weight = (x.to(dtype) for x in (self.a, self.c, self.weight))
+
+
+    def to(self, dtype: torch.dtype) -> CellSteps:
+        """The same maps in another precision (e.g. ``torch.float64``, so that long products
+        of small Jacobians do not underflow), without recomputing ``A`` and ``C``."""
+        converted = copy.copy(self)
+        converted.a, converted.c, converted.weight = (
+            x.to(dtype) for x in (self.a, self.c, self.weight)
+        )
+        converted.states = self.states.to(dtype)
+        return converted
 
     def maps(self, index: Index) -> tuple[LinearMap, LinearMap]:
         a, c, weight = self.a[index], self.c[index], self.weight
