@@ -183,3 +183,14 @@ def test_mild_alternation_in_a_descending_loss_is_not_oscillation():
     assert not any(detector.update(v) for v in losses)
     strict = OscillationDetector()
     assert [strict.update(0.0075 + 0.004 * (-1) ** i) for i in range(40)][-1]
+
+
+def test_replay_and_watch_explain_bad_input(tmp_path, capsys):
+    assert main(["replay", str(tmp_path / "missing.pt")]) == 2
+    assert "no capture at" in capsys.readouterr().err
+    not_a_capture = tmp_path / "notes.pt"
+    not_a_capture.write_text("hello")
+    assert main(["replay", str(not_a_capture)]) == 2
+    assert "not a readable bptt capture" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="every must be a non-negative integer"):
+        bptt.Watch(nn.GRU(2, 3), every=-1)
