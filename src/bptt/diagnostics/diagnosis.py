@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
+from torch.nn.utils import parametrize
 
 from bptt.cells import AbstractCell, ElmanCell, State, flatten_state, unflatten_state
 from bptt.diagnostics.anomalies import (
@@ -269,14 +270,16 @@ def diagnose(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     loss_fn = default_loss if loss_fn is None else loss_fn
     forward = _default_forward if forward is None else forward
-    with torch.enable_grad(), taping(model) as layers:
+    # cached(): a parametrised (e.g. orthogonal) W_hh is computed once, one tensor to differentiate
+    with torch.enable_grad(), parametrize.cached(), taping(model) as layers:
         output = forward(model, inputs, lengths)
         loss = loss_fn(output, targets)
+        recurrent_weights = [layer.tape.cell.weight_hh for layer in layers]
     _check_loss(loss)
     nonfinite = nonfinite_in_forward(layers, loss)
     if nonfinite is None:
         parameters = {name: p for name, p in model.named_parameters() if p.requires_grad}
-        gradients, parameter_grads = _backward(loss, layers, parameters)
+        gradients, parameter_grads, weight_grads = _backward(loss, layers, parameters, recurrent_weights)
         nonfinite = nonfinite_in_backward(layers, [g.delta for g in gradients], parameter_grads)
     if nonfinite is not None:
         return Diagnosis(
@@ -286,8 +289,6 @@ def diagnose(
             verdict=Verdict("non-finite", nonfinite.describe()),
             nonfinite=nonfinite,
         )
-    by_identity = {id(parameters[name]): grad for name, grad in parameter_grads.items()}
-    weight_grads = [by_identity[id(layer.tape.cell.weight_hh)] for layer in layers]
     many_to_one = _is_many_to_one(gradients[-1].direct, layers[-1].tape)
     generator = torch.Generator().manual_seed(seed)
     options = _Options(
@@ -375,18 +376,19 @@ class _Gradients:
 
 
 def _backward(
-    loss: Tensor, layers: list[TapedLayer], parameters: dict[str, Tensor]
-) -> tuple[list[_Gradients], dict[str, Tensor]]:
+    loss: Tensor, layers: list[TapedLayer], parameters: dict[str, Tensor], weights: list[Tensor]
+) -> tuple[list[_Gradients], dict[str, Tensor], list[Tensor]]:
     """One backward pass: per layer the total and the direct derivative on the flat state and
-    the gradient of each step's recurrent projection, and every parameter's gradient
-    (``.grad`` is left untouched)."""
+    the gradient of each step's recurrent projection, every parameter's gradient, and the
+    gradient of each layer's recurrent weight as the cells used it (``.grad`` is left
+    untouched)."""
     state_parts = [[_parts(state) for state in layer.tape.states] for layer in layers]
     final_parts = [_parts(layer.tape.final) for layer in layers]
     wanted: list[Tensor] = []
     for layer, states, finals in zip(layers, state_parts, final_parts, strict=True):
         wanted += [part for parts in states for part in parts]
         wanted += list(layer.tape.outputs) + list(finals) + list(layer.tape.recurrent_parts)
-    wanted += list(parameters.values())
+    wanted += list(parameters.values()) + weights
     grads = torch.autograd.grad(loss, wanted, allow_unused=True, materialize_grads=True)
     grads = [grad.detach() for grad in grads]
     per_layer, cursor = [], 0
@@ -406,7 +408,8 @@ def _backward(
         direct[..., : outputs.shape[-1]] = outputs if mask is None else outputs * mask.unsqueeze(-1)
         direct[-1] += final
         per_layer.append(_Gradients(delta, direct, recurrent))
-    return per_layer, dict(zip(parameters, grads[cursor:], strict=True))
+    parameter_grads = dict(zip(parameters, grads[cursor : cursor + len(parameters)], strict=True))
+    return per_layer, parameter_grads, grads[cursor + len(parameters) :]
 
 
 def _is_many_to_one(direct: Tensor, tape: LayerTape) -> bool:
@@ -505,7 +508,7 @@ def _diagnose_layer(
         spans=spans,
         product_norms=product_norms,
         lyapunov=lyapunov,
-        recurrent_norm=float(torch.linalg.matrix_norm(cell.weight_hh.detach(), 2)),
+        recurrent_norm=float(torch.linalg.matrix_norm(cell.recurrent_matrix.detach(), 2)),
         verdict=Verdict("healthy", ""),
         **activity,
     )

@@ -61,7 +61,10 @@ def unrolled_twin(module: nn.RNNBase) -> Recurrent:
 
     The twin's cells hold the very parameter objects of ``module`` (``weight_ih_l0`` becomes
     ``cells[0].weight_ih``, ...), so gradients reach the module's parameters and no weight
-    is copied. The twin follows the module's ``batch_first``, ``dropout`` and training mode.
+    is copied. A parametrised weight (e.g. an orthogonal constraint) is shared as the
+    tensor the parametrisation computes now: build the twin inside
+    :func:`torch.nn.utils.parametrize.cached` so that it is the one the module uses. The
+    twin follows the module's ``batch_first``, ``dropout`` and training mode.
     """
     _check_supported(type(module).__name__, module)
     cells = []
@@ -70,8 +73,12 @@ def unrolled_twin(module: nn.RNNBase) -> Recurrent:
         with torch.device("meta"):
             cell = _twin_cell(module.mode, input_size, module.hidden_size, module.bias)
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            if hasattr(module, f"{name}_l{layer}"):
-                setattr(cell, name, getattr(module, f"{name}_l{layer}"))
+            if not hasattr(module, f"{name}_l{layer}"):
+                continue
+            value = getattr(module, f"{name}_l{layer}")
+            if not isinstance(value, nn.Parameter):  # parametrised: a computed tensor
+                delattr(cell, name)
+            setattr(cell, name, value)
         cells.append(cell)
     twin = Recurrent(cells, batch_first=module.batch_first, dropout=module.dropout)
     return twin.train(module.training)

@@ -1,0 +1,293 @@
+r"""Constraints on the recurrent weights that keep the Jacobians' norms near 1.
+
+Two kinds, both :class:`AbstractConstraint`:
+
+- **parametrisations** (:class:`OrthogonalConstraint`): the recurrent weight becomes a
+  function of an unconstrained parameter through :mod:`torch.nn.utils.parametrize`,
+  :math:`W = B\, \phi(A - A^\top)` per gate block, with :math:`\phi` the matrix exponential
+  or the Cayley map. Every gate block stays exactly orthogonal while the optimizer moves
+  ``A`` (Lezcano-Casado & Martínez-Rubio 2019, "expRNN"; Helfrich et al. 2018, "scoRNN").
+- **projections** (:class:`SpectralBound`): after every optimizer step the weight is
+  pulled back into a set, here :math:`\sigma_{\max} \le c` per gate block (a vector
+  recurrent weight, as in IndRNN, is clamped to :math:`|u_j| \le c`). With
+  :math:`c = \gamma^{1/T}` this is IndRNN's bound (Li et al. 2018): the gradient can grow
+  by at most :math:`\gamma` over :math:`T` steps.
+
+Both work on bptt cells and on torch's own ``nn.RNN/GRU/LSTM`` (fused) modules::
+
+    constraint = make_constraint("orthogonal")
+    constraint.attach(model)                 # before the optimizer is built
+    optimizer = torch.optim.Adam(model.parameters())
+    for batch in data:
+        ...
+        optimizer.step()
+        constraint.project_(model)           # a no-op for parametrisations
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import re
+from typing import ClassVar, Final
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from bptt._registry import Registry
+
+__all__ = [
+    "CONSTRAINTS",
+    "AbstractConstraint",
+    "OrthogonalBlocks",
+    "OrthogonalConstraint",
+    "SpectralBound",
+    "make_constraint",
+    "recurrent_weights",
+]
+
+_RECURRENT_WEIGHT: Final = re.compile(r"weight_hh(?:_l\d+(?:_reverse)?)?")
+
+
+def recurrent_weights(module: nn.Module) -> list[tuple[nn.Module, str]]:
+    """``(owner, name)`` of every recurrent weight in ``module``: parameters named
+    ``weight_hh`` (bptt cells) or ``weight_hh_l<k>`` (torch modules), constrained or not."""
+    found = []
+    for _, owner in module.named_modules():
+        names = set(dict(owner.named_parameters(recurse=False)))
+        if parametrize.is_parametrized(owner):
+            names |= set(owner.parametrizations.keys())
+        found += [(owner, name) for name in sorted(names) if _RECURRENT_WEIGHT.fullmatch(name)]
+    return found
+
+
+def _gate_blocks(weight: Tensor, where: str) -> int:
+    """The number ``G`` of square ``(H, H)`` blocks stacked in a recurrent weight."""
+    if weight.ndim != 2 or weight.shape[0] % weight.shape[1] != 0:
+        raise ValueError(
+            f"{where}: expected a recurrent weight of shape (G*H, H), G square gate blocks, "
+            f"received shape {tuple(weight.shape)}; an orthogonal constraint needs square "
+            f"blocks (a vector weight such as IndRNN's takes the 'spectral' or 'indrnn' bound)"
+        )
+    return weight.shape[0] // weight.shape[1]
+
+
+class OrthogonalBlocks(nn.Module):
+    r"""The parametrisation :math:`W_g = B_g\, \phi(A_g - A_g^\top)` for each gate block ``g``.
+
+    ``A`` is the unconstrained parameter (only its strict upper triangle is used), so
+    :math:`A - A^\top` is skew-symmetric and :math:`\phi(\cdot)` orthogonal:
+
+    - ``"matrix_exp"``: :math:`\phi(S) = e^{S}`;
+    - ``"cayley"``: :math:`\phi(S) = (I - S/2)^{-1} (I + S/2)`.
+
+    ``B`` (a buffer) is the orthogonal matrix nearest to the weight when the
+    parametrisation is registered (its polar factor), so registering keeps an orthogonal
+    initialisation exactly and starts the optimisation at ``A = 0``.
+
+    Args:
+        num_blocks: the number ``G`` of ``(H, H)`` gate blocks.
+        size: ``H``.
+        orthogonal_map: ``"matrix_exp"`` or ``"cayley"``.
+    """
+
+    MAPS: ClassVar[tuple[str, ...]] = ("matrix_exp", "cayley")
+
+    def __init__(self, num_blocks: int, size: int, orthogonal_map: str = "matrix_exp") -> None:
+        super().__init__()
+        if orthogonal_map not in self.MAPS:
+            raise ValueError(f"orthogonal_map must be one of {self.MAPS}, got {orthogonal_map!r}")
+        self.num_blocks, self.size, self.orthogonal_map = num_blocks, size, orthogonal_map
+        self.register_buffer("base", torch.eye(size).repeat(num_blocks, 1, 1))
+
+    def forward(self, raw: Tensor) -> Tensor:
+        upper = raw.unflatten(0, (self.num_blocks, self.size)).triu(1)
+        skew = upper - upper.mT
+        if self.orthogonal_map == "matrix_exp":
+            rotation = torch.linalg.matrix_exp(skew)
+        else:
+            eye = torch.eye(self.size, dtype=raw.dtype, device=raw.device)
+            rotation = torch.linalg.solve(eye - skew / 2, eye + skew / 2)
+        return (self.base.to(raw.dtype) @ rotation).flatten(0, 1)
+
+    @torch.no_grad()
+    def right_inverse(self, weight: Tensor) -> Tensor:
+        """Store the polar factor of each block of ``weight`` as ``B`` and start at ``A = 0``."""
+        u, _, vh = torch.linalg.svd(weight.unflatten(0, (self.num_blocks, self.size)))
+        self.base = (u @ vh).to(self.base.dtype)
+        return torch.zeros_like(weight)
+
+    def extra_repr(self) -> str:
+        return f"num_blocks={self.num_blocks}, size={self.size}, map={self.orthogonal_map!r}"
+
+
+class AbstractConstraint(abc.ABC):
+    """A constraint on every recurrent weight of a model."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def attach(self, module: nn.Module) -> nn.Module:
+        """Constrain every recurrent weight of ``module`` in place; call it before the
+        optimizer is built (a parametrisation replaces the parameters). Returns ``module``.
+
+        Raises:
+            ValueError: if ``module`` has no recurrent weight, or one is already constrained.
+        """
+
+    def project_(self, module: nn.Module) -> None:
+        """Pull the weights back into the constraint set; call it after every optimizer step."""
+
+    @staticmethod
+    def _weights_or_raise(module: nn.Module, caller: str) -> list[tuple[nn.Module, str]]:
+        found = recurrent_weights(module)
+        if not found:
+            raise ValueError(
+                f"{caller} expected a module with recurrent weights named 'weight_hh' or "
+                f"'weight_hh_l<k>', received {type(module).__name__} with parameters "
+                f"{[name for name, _ in module.named_parameters()][:8]}"
+            )
+        return found
+
+
+class OrthogonalConstraint(AbstractConstraint):
+    """Keep every gate block of every recurrent weight orthogonal (:class:`OrthogonalBlocks`).
+
+    Args:
+        orthogonal_map: ``"matrix_exp"`` (default) or ``"cayley"``.
+    """
+
+    name = "orthogonal"
+
+    def __init__(self, orthogonal_map: str = "matrix_exp") -> None:
+        if orthogonal_map not in OrthogonalBlocks.MAPS:
+            raise ValueError(
+                f"orthogonal_map must be one of {OrthogonalBlocks.MAPS}, got {orthogonal_map!r}"
+            )
+        self.orthogonal_map = orthogonal_map
+
+    def attach(self, module: nn.Module) -> nn.Module:
+        targets = self._weights_or_raise(module, "OrthogonalConstraint.attach")
+        for owner, name in targets:
+            if parametrize.is_parametrized(owner, name):
+                raise ValueError(
+                    f"{type(owner).__name__}.{name} is already constrained "
+                    f"({owner.parametrizations[name]}); attach a constraint once"
+                )
+            weight = getattr(owner, name)
+            blocks = _gate_blocks(weight, f"{type(owner).__name__}.{name}")
+            parametrization = OrthogonalBlocks(blocks, weight.shape[1], self.orthogonal_map)
+            parametrize.register_parametrization(
+                owner, name, parametrization.to(device=weight.device, dtype=weight.dtype)
+            )
+        return module
+
+    def __repr__(self) -> str:
+        return f"OrthogonalConstraint({self.orthogonal_map!r})"
+
+
+class CayleyConstraint(OrthogonalConstraint):
+    """:class:`OrthogonalConstraint` with the Cayley map."""
+
+    name = "cayley"
+
+    def __init__(self) -> None:
+        super().__init__("cayley")
+
+
+class SpectralBound(AbstractConstraint):
+    r"""Project each recurrent gate block to :math:`\sigma_{\max}(W_g) \le c` after every step.
+
+    A block whose largest singular value exceeds ``c`` is rescaled by :math:`c/\sigma_{\max}`;
+    a vector recurrent weight (IndRNN's ``u``, whose Jacobian is diagonal) is clamped to
+    :math:`[-c, c]`. With ``horizon=T`` the bound is :math:`c = \gamma^{1/T}`, IndRNN's rule
+    (Li et al. 2018): over ``T`` steps the recurrent factor grows at most ``γ``-fold.
+
+    Args:
+        bound: ``c``, or ``γ`` when ``horizon`` is given; positive.
+        horizon: ``T``; ``None`` uses ``bound`` as the per-step bound itself.
+    """
+
+    name = "spectral"
+
+    def __init__(self, bound: float = 1.0, horizon: int | None = None) -> None:
+        if not (math.isfinite(bound) and bound > 0):
+            raise ValueError(f"the spectral bound must be a positive number, got {bound!r}")
+        if horizon is not None and (not isinstance(horizon, int) or horizon < 1):
+            raise ValueError(f"horizon must be a positive integer (the sequence length), got {horizon!r}")
+        self.bound, self.horizon = bound, horizon
+
+    @property
+    def per_step(self) -> float:
+        """The bound on each step's recurrent factor."""
+        return self.bound if self.horizon is None else self.bound ** (1.0 / self.horizon)
+
+    def attach(self, module: nn.Module) -> nn.Module:
+        self._weights_or_raise(module, "SpectralBound.attach")
+        self.project_(module)
+        return module
+
+    @torch.no_grad()
+    def project_(self, module: nn.Module) -> None:
+        for owner, name in recurrent_weights(module):
+            if parametrize.is_parametrized(owner, name):
+                raise ValueError(
+                    f"{type(owner).__name__}.{name} is parametrised "
+                    f"({owner.parametrizations[name]}); a projection would be undone"
+                )
+            weight = getattr(owner, name)
+            if weight.ndim == 1:
+                weight.clamp_(-self.per_step, self.per_step)
+                continue
+            blocks = weight.view(_gate_blocks(weight, f"{type(owner).__name__}.{name}"), weight.shape[1], -1)
+            sigma = torch.linalg.matrix_norm(blocks.float(), ord=2).to(weight.dtype)
+            blocks.mul_(torch.clamp(self.per_step / sigma, max=1.0)[:, None, None])
+
+    def __repr__(self) -> str:
+        horizon = "" if self.horizon is None else f", horizon={self.horizon}"
+        return f"SpectralBound({self.bound}{horizon})"
+
+
+CONSTRAINTS: Registry[type[AbstractConstraint]] = Registry("constraint")
+for _constraint in (OrthogonalConstraint, CayleyConstraint, SpectralBound):
+    CONSTRAINTS.register(_constraint.name, _constraint)
+CONSTRAINTS.register("indrnn", SpectralBound)
+
+
+def make_constraint(spec: str, length: int | None = None) -> AbstractConstraint | None:
+    """A constraint from a spec, as configs and the CLI write it.
+
+    - ``"orthogonal"``: every gate block orthogonal through the matrix exponential;
+    - ``"cayley"``: the same through the Cayley map;
+    - ``"spectral:C"``: :math:`\\sigma_{\\max}(W_g) \\le C` after every step (default 1);
+    - ``"indrnn:G"``: IndRNN's bound :math:`G^{1/T}` per step, ``T = length`` (default G 2);
+    - ``"none"``: no constraint.
+
+    Args:
+        spec: the spec.
+        length: the sequence length ``T``, needed by ``"indrnn"``.
+
+    Raises:
+        ValueError: for an unknown name, a value that is not a number or out of range, a
+            value given to a constraint that takes none, or ``"indrnn"`` without a length.
+    """
+    name, colon, value = spec.strip().partition(":")
+    if name == "none" and not colon:
+        return None
+    cls = CONSTRAINTS.get(name)
+    if cls is not SpectralBound:
+        if colon:
+            raise ValueError(f"constraint {name!r} takes no value, received {spec!r}; write '{name}'")
+        return cls()
+    try:
+        number = float(value) if colon else (2.0 if name == "indrnn" else 1.0)
+    except ValueError:
+        raise ValueError(
+            f"expected a number after '{name}:', received {value!r}; write e.g. '{name}:1'"
+        ) from None
+    if name != "indrnn":
+        return SpectralBound(number)
+    if length is None:
+        raise ValueError("the 'indrnn' bound gamma^(1/T) needs the sequence length T; pass length=")
+    return SpectralBound(number, horizon=length)
