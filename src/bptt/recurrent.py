@@ -53,6 +53,9 @@ class LayerTape:
     final: State | None = None
 
 
+_FUSED_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+"""A cell's weights in the order and naming of torch's fused modules (suffix ``_l<k>``)."""
+
 _FUSED_MODULES: dict[str, Callable[..., nn.Module]] = {
     "RNN_TANH": lambda *a, **k: nn.RNN(*a, nonlinearity="tanh", **k),
     "RNN_RELU": lambda *a, **k: nn.RNN(*a, nonlinearity="relu", **k),
@@ -88,6 +91,9 @@ class Recurrent(nn.Module):
             input size must equal layer ``l``'s hidden size.
         batch_first: if ``True``, inputs and outputs are ``(B, T, *)``.
         dropout: dropout probability on the outputs of every layer but the last.
+        residual: add each layer's input to its output, for layers after the first
+            (residual connections between stacked layers, as in GNMT, Wu et al. 2016);
+            the stack then runs layer by layer.
 
     Shape:
         - input: ``(T, B, I)`` (``(B, T, I)`` if ``batch_first``), ``(T, I)`` unbatched, or a
@@ -100,7 +106,11 @@ class Recurrent(nn.Module):
     """
 
     def __init__(
-        self, cells: Sequence[AbstractCell], batch_first: bool = False, dropout: float = 0.0
+        self,
+        cells: Sequence[AbstractCell],
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         _check_stack(cells)
@@ -109,10 +119,11 @@ class Recurrent(nn.Module):
         self.cells = nn.ModuleList(cells)
         self.batch_first = batch_first
         self.dropout = dropout
+        self.residual = residual
         self._step_hooks: OrderedDict[int, StepHook] = OrderedDict()
         self._profile: GradientProfile | None = None
         self._tape: list[LayerTape] | None = None
-        self._fused_template: dict[str, nn.Module] = {}
+        self._fused_template: dict[tuple[str, int, int], nn.Module] = {}
 
     @classmethod
     def from_name(
@@ -123,13 +134,14 @@ class Recurrent(nn.Module):
         num_layers: int = 1,
         batch_first: bool = False,
         dropout: float = 0.0,
+        residual: bool = False,
     ) -> Recurrent:
         """Build a stack of ``num_layers`` cells registered as ``cell`` (see :data:`bptt.cells.CELLS`)."""
         if not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
         sizes = [input_size] + [hidden_size] * (num_layers - 1)
         cells = [make_cell(cell, size, hidden_size) for size in sizes]
-        return cls(cells, batch_first=batch_first, dropout=dropout)
+        return cls(cells, batch_first=batch_first, dropout=dropout, residual=residual)
 
     @property
     def input_size(self) -> int:
@@ -231,29 +243,28 @@ class Recurrent(nn.Module):
         steps, batch = x.shape[:2]
         mask = None if lengths is None else _length_mask(lengths, steps, batch, x.device)
         layer_states = self._split_state(state, batch, x, unbatched)
-        if self._can_run_fused():
-            return self._forward_fused(x, layer_states, lengths)
-        return self._forward_layers(x, layer_states, mask)
+        if self.fused_mode is not None and not self.residual and not self._tapped():
+            return self._forward_fused(x, layer_states, lengths, list(self.cells))
+        return self._forward_layers(x, layer_states, mask, lengths)
 
     # -- the three ways to run -------------------------------------------------------
 
-    def _can_run_fused(self) -> bool:
-        return (
-            self.fused_mode is not None
-            and not self._step_hooks
-            and self._profile is None
-            and self._tape is None
-        )
+    def _tapped(self) -> bool:
+        """Whether something needs the steps one by one (hooks, tape) or a profile."""
+        return bool(self._step_hooks) or self._profile is not None or self._tape is not None
 
     def _forward_fused(
-        self, x: Tensor, layer_states: list[State], lengths: Tensor | None
+        self, x: Tensor, layer_states: list[State], lengths: Tensor | None, cells: list[AbstractCell]
     ) -> tuple[Tensor, State]:
-        fused = self._fused_module()
+        """``cells`` (the whole stack, or one layer) through torch's fused kernel."""
+        fused = self._fused_module(cells[0].fused_mode, cells[0].input_size, len(cells))
         fused.train(self.training)
         parameters = {}
-        for layer, cell in enumerate(self.cells):
-            for name, value in cell.named_parameters():
-                parameters[f"{name}_l{layer}"] = value
+        for layer, cell in enumerate(cells):
+            for name in _FUSED_WEIGHTS:  # by attribute: a parametrised weight is computed
+                value = getattr(cell, name)
+                if value is not None:
+                    parameters[f"{name}_l{layer}"] = value
         hx = _stack_states(layer_states)
         sequence: Tensor | PackedSequence = x
         if lengths is not None:
@@ -263,23 +274,22 @@ class Recurrent(nn.Module):
             output, _ = pad_packed_sequence(output, total_length=x.shape[0])
         return output, final
 
-    def _fused_module(self) -> nn.Module:
+    def _fused_module(self, mode: str, input_size: int, num_layers: int) -> nn.Module:
         """A parameter-less (meta) torch module that ``functional_call`` runs with our weights."""
-        mode = self.fused_mode
-        if mode not in self._fused_template:
-            cell = self.cells[0]
-            self._fused_template[mode] = _FUSED_MODULES[mode](
-                cell.input_size,
-                cell.hidden_size,
-                num_layers=self.num_layers,
-                bias=cell.bias,
-                dropout=self.dropout,
+        key = (mode, input_size, num_layers)
+        if key not in self._fused_template:
+            self._fused_template[key] = _FUSED_MODULES[mode](
+                input_size,
+                self.hidden_size,
+                num_layers=num_layers,
+                bias=self.cells[0].bias,
+                dropout=self.dropout if num_layers > 1 else 0.0,
                 device="meta",
             )
-        return self._fused_template[mode]
+        return self._fused_template[key]
 
     def _forward_layers(
-        self, x: Tensor, layer_states: list[State], mask: Tensor | None
+        self, x: Tensor, layer_states: list[State], mask: Tensor | None, lengths: Tensor | None
     ) -> tuple[Tensor, State]:
         finals = []
         for layer, cell in enumerate(self.cells):
@@ -287,11 +297,15 @@ class Recurrent(nn.Module):
                 x = nn.functional.dropout(x, self.dropout, self.training)
             tapped = self._step_hooks or self._tape is not None
             result = None
-            if not tapped and (self._profile is not None or cell.fused_mode is None):
+            if not self._tapped() and cell.fused_mode is not None:
+                output, final = self._forward_fused(x, [layer_states[layer]], lengths, [cell])
+                result = output, map_state(lambda part: part[0], final)
+            elif not tapped:
                 result = cell.explicit_bptt(x, layer_states[layer], mask, self._profile_recorder(layer))
             if result is None:
                 result = self._unroll(layer, cell, x, layer_states[layer], mask)
-            x, final = result
+            output, final = result
+            x = output + x if self.residual and layer > 0 else output
             finals.append(final)
         return x, _stack_states(finals)
 

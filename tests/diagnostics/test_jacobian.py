@@ -261,21 +261,24 @@ def test_errors_say_what_was_expected():
         step_spectral_norms(lambda x, s: s[:, :4], inputs, states)
 
 
-@pytest.mark.parametrize("cell", ["rnn-tanh", "rnn-relu", "rnn-sigmoid", "gru", "lstm"])
+@pytest.mark.parametrize(
+    "cell",
+    ["rnn-tanh", "rnn-relu", "rnn-sigmoid", "gru", "lstm", "indrnn", "residual-rnn", "skip-rnn:3"],
+)
 def test_factored_cell_jacobians_equal_autograd(cell):
     """CellSteps' J v and J^T u (A W_hh + C form) equal the autograd maps of the cell's step."""
-    from bptt.cells import make_cell
+    from bptt.cells import flatten_state, make_cell, unflatten_state
     from bptt.diagnostics.jacobian import CellSteps, StepFunctionSteps
 
     torch.manual_seed(0)
     module = make_cell(cell, 3, 4).double()
-    parts = 2 if cell == "lstm" else 1
+    initial = module.init_state(1)
+    parts = len(initial) if isinstance(initial, tuple) else 1
     inputs = torch.randn(5, 3, 3, dtype=torch.float64)
     states = torch.randn(5, 3, 4 * parts, dtype=torch.float64)
 
     def step(x, s):
-        new = module.step(x, tuple(s.chunk(2, -1)) if parts == 2 else s)
-        return torch.cat(new, -1) if parts == 2 else new
+        return flatten_state(module.step(x, unflatten_state(s, 4)))
 
     factored, reference = CellSteps(module, inputs, states), StepFunctionSteps(step, inputs, states)
     v = torch.randn(2, 3, 4 * parts, dtype=torch.float64)

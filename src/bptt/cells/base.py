@@ -70,7 +70,7 @@ class AbstractCell(nn.Module, abc.ABC):
         self.bias = bias
         rows = self.num_gates * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(rows, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size))
+        self.weight_hh = nn.Parameter(torch.empty(self._recurrent_weight_shape()))
         if bias:
             self.bias_ih = nn.Parameter(torch.empty(rows))
             self.bias_hh = nn.Parameter(torch.empty(rows))
@@ -78,6 +78,15 @@ class AbstractCell(nn.Module, abc.ABC):
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
         self.reset_parameters()
+
+    def _recurrent_weight_shape(self) -> tuple[int, ...]:
+        """Shape of ``weight_hh``: ``(G*H, H)``, torch's layout."""
+        return (self.num_gates * self.hidden_size, self.hidden_size)
+
+    @property
+    def recurrent_matrix(self) -> Tensor:
+        """:math:`W_{hh}` as a ``(G*H, H)`` matrix, however the cell stores it."""
+        return self.weight_hh
 
     def reset_parameters(self) -> None:
         """torch's default: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))."""

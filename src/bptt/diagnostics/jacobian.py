@@ -164,7 +164,7 @@ class CellSteps(Linearization):
             # (T, B, G, P, H) and (T, B, Q, P, H)
             self.a = torch.stack([jvp(update, primals, t)[1].reshape(shape) for t in through_gates], 2)
             self.c = torch.stack([jvp(update, primals, t)[1].reshape(shape) for t in direct], 2)
-        self.weight = cell.weight_hh.detach()
+        self.weight = cell.recurrent_matrix.detach()
 
 
     def to(self, dtype: torch.dtype) -> CellSteps:
