@@ -231,3 +231,53 @@ def test_a_bad_clip_spec_fails_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="clipper"):
         train(TrainConfig(**{**TINY.to_dict(), "clip": "agx:1"}), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"cell": "ortho-rnn"},
+        {"cell": "lstm", "constraint": "cayley"},
+        {"cell": "indrnn"},
+        {"cell": "rnn-tanh", "constraint": "spectral:0.5"},
+        {"cell": "skip-rnn:3", "layers": 2, "residual": True},
+        {"cell": "rnn-tanh", "regularizer": "pascanu:1"},
+        {"cell": "gru", "regularizer": "lyapunov:0.5"},
+    ],
+    ids=lambda changes: "-".join(str(v) for v in changes.values()),
+)
+def test_remedies_train_and_resume_the_same_curve(tmp_path, changes):
+    """Constraints, regularisers and the new cells through the training loop: the constraint
+    holds after training, a penalty is logged, and a resumed run repeats the curve."""
+    config = TrainConfig(**{**TINY.to_dict(), **changes})
+    train(config, tmp_path / "straight", progress=False)
+    train(TrainConfig(**{**config.to_dict(), "steps": 3}), tmp_path / "split", progress=False)
+    train(config, tmp_path / "split", resume=True, progress=False)
+    assert losses(tmp_path / "split") == losses(tmp_path / "straight")
+    model = train_module.build_model(config, train_module.get_task(config.task, config.length))
+    model.load_state_dict(RunDirectory(tmp_path / "straight").load_checkpoint()["model"])
+    weight = model.recurrent.cells[0].weight_hh.detach()
+    if changes.get("cell") == "ortho-rnn" or "constraint" in changes and changes["constraint"] == "cayley":
+        blocks = weight.reshape(-1, config.hidden, config.hidden)
+        eye = torch.eye(config.hidden)
+        assert torch.linalg.matrix_norm(blocks.mT @ blocks - eye, ord=2).max() < 1e-5
+    if changes.get("constraint") == "spectral:0.5":
+        assert torch.linalg.matrix_norm(weight, ord=2) <= 0.5 + 1e-5
+    if changes.get("cell") == "indrnn":
+        assert weight.abs().max() <= 2 ** (1 / config.length) + 1e-6
+    records = [r for r in RunDirectory(tmp_path / "straight").metrics() if r["split"] == "train"]
+    assert all(("penalty" in r) == ("regularizer" in changes) for r in records)
+
+
+def test_solved_at_is_the_first_solved_evaluation(tmp_path):
+    result = train(TINY, tmp_path / "run", progress=False)
+    task = train_module.get_task(TINY.task, TINY.length)
+    solved = [
+        r["step"] for r in RunDirectory(tmp_path / "run").metrics()
+        if r["split"] == "validation" and task.is_solved(r[task.metric_name])
+    ]
+    assert result.solved_at == (solved[0] if solved else None)
+    # a task an untrained model solves at once: the first evaluation
+    easy = TrainConfig(**{**TINY.to_dict(), "task": "adding", "length": 2, "steps": 300, "eval_every": 100, "lr": 0.01})
+    result = train(easy, tmp_path / "easy", progress=False)
+    assert result.solved and result.solved_at in (100, 200, 300)

@@ -13,6 +13,7 @@ import torch
 from bptt.cells import CELLS
 from bptt.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from bptt.diagnostics import diagnose
+from bptt.doctor import doctor, format_trials
 from bptt.init import INITS
 from bptt.replay import replay
 from bptt.rundir import RunDirectory
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_diagnose(commands)
     _add_replay(commands)
+    _add_doctor(commands)
     _add_demo(commands)
     tasks = commands.add_parser("tasks", help="list the tasks with their metric, baseline and threshold")
     tasks.add_argument("--length", type=int, default=100, help="length at which to show baselines (default 100)")
@@ -68,16 +70,42 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         ),
         argument_default=argparse.SUPPRESS,
     )
+    train_parser.add_argument("task", nargs="?", help=f"task name: {', '.join(TASKS.names())} (see `bptt tasks`)")
+    _add_config_flags(train_parser)
     add = train_parser.add_argument
-    add("task", nargs="?", help=f"task name: {', '.join(TASKS.names())} (see `bptt tasks`)")
+    add("--out", type=Path, help="run directory (default runs/TASK-CELL-TLENGTH-sSEED)")
+    add("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    add("--overwrite", action="store_true", help="replace an existing run directory")
+    add("--device", help="cpu, cuda, ... (default: cuda if available, else cpu)")
+    add("--no-progress", action="store_true", help="no progress bar")
+    train_parser.set_defaults(run=_run_train)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that set :class:`~bptt.config.TrainConfig` fields (unset ones are absent)."""
+    add = parser.add_argument
     add("--length", type=int, help=f"sequence length / delay (default {DEFAULTS.length})")
-    add("--cell", help=f"cell: {', '.join(CELLS.names())} (default {DEFAULTS.cell})")
+    add(
+        "--cell",
+        help=f"cell: {', '.join(CELLS.names())}; skip-rnn:K skips K steps (default {DEFAULTS.cell})",
+    )
     add("--hidden", type=int, help=f"hidden units per layer (default {DEFAULTS.hidden})")
     add("--layers", type=int, help=f"stacked layers (default {DEFAULTS.layers})")
+    add("--residual", action="store_const", const=True, help="residual connections between stacked layers")
     add("--init", help=f"initialisation: {', '.join(INITS.names())} (default: the cell's own)")
+    add(
+        "--constraint",
+        help="constrain W_hh: orthogonal, cayley (orthogonal through the Cayley map), spectral:C "
+        "(sigma_max <= C), indrnn:G (|u| <= G^(1/T)), none (default: the cell's own)",
+    )
+    add(
+        "--regularizer",
+        help="add a penalty: l2:W (recurrent weights), pascanu:W (keeps ||dL/dh_k|| from "
+        "shrinking, Pascanu et al. 2013), lyapunov:W (gradient flossing: lambda_1 -> 0)",
+    )
     add("--steps", type=int, help=f"optimizer steps (default {DEFAULTS.steps})")
     add("--batch", type=int, help=f"batch size (default {DEFAULTS.batch})")
-    clip = train_parser.add_mutually_exclusive_group()
+    clip = parser.add_mutually_exclusive_group()
     clip.add_argument("--clip-norm", type=float, help="clip the global gradient norm (keeps the direction)")
     clip.add_argument(
         "--clip",
@@ -105,12 +133,6 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         help=f"log a full diagnosis every N steps, 0 = never (default {DEFAULTS.diagnose_every})",
     )
     add("--seed", type=int, help=f"random seed (default {DEFAULTS.seed})")
-    add("--out", type=Path, help="run directory (default runs/TASK-CELL-TLENGTH-sSEED)")
-    add("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    add("--overwrite", action="store_true", help="replace an existing run directory")
-    add("--device", help="cpu, cuda, ... (default: cuda if available, else cpu)")
-    add("--no-progress", action="store_true", help="no progress bar")
-    train_parser.set_defaults(run=_run_train)
 
 
 def _add_diagnose(commands: argparse._SubParsersAction) -> None:
@@ -153,6 +175,32 @@ def _add_replay(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_replay)
 
 
+def _add_doctor(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "doctor",
+        help="diagnose, recommend cures with reasons, and A/B-test them on the task",
+        description=(
+            "Examine a run (RUN_DIR: its checkpoint and its logged gradient norms) or a fresh "
+            "model (--task and the training flags), rank cures with the reason taken from the "
+            "diagnosis, and with --try K train the baseline and the top K cures with the same "
+            "budget and seed: a table of metric, solved, step solved at, gradient horizon "
+            "after training. Writes OUT/doctor.json."
+        ),
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "run_dir", nargs="?", type=Path, default=None, help="a run directory written by `bptt train`"
+    )
+    parser.add_argument("--task", help=f"task of a fresh model: {', '.join(TASKS.names())}")
+    _add_config_flags(parser)
+    add = parser.add_argument
+    add("--try", dest="tries", type=int, default=0, help="A/B-test the top K cures (default 0: only rank)")
+    add("--out", type=Path, help="where doctor.json and the trials go (default runs/doctor-TASK-CELL-TLENGTH)")
+    add("--device", help="cpu, cuda, ... (default: cuda if available, else cpu)")
+    add("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(run=_run_doctor)
+
+
 def _add_demo(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo",
@@ -169,21 +217,21 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     demo.set_defaults(run=_run_demo)
 
 
-def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Flags given on the command line, over the saved config (resume) or the defaults."""
+def _config_from_args(args: argparse.Namespace, saved: Path | None = None) -> TrainConfig:
+    """Flags given on the command line, over the config saved in ``saved`` or the defaults."""
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     given = {key: value for key, value in vars(args).items() if key in fields and value is not None}
-    if getattr(args, "resume", False):
-        if "out" not in args:
-            raise ValueError("--resume needs --out DIR, the run directory to continue")
-        return dataclasses.replace(RunDirectory(args.out).config(), **given)
+    if saved is not None:
+        return dataclasses.replace(RunDirectory(saved).config(), **given)
     if "task" not in given:
         raise ValueError(f"train needs a TASK: one of {', '.join(TASKS.names())}")
     return TrainConfig(**given)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    config = _config_from_args(args)
+    if getattr(args, "resume", False) and "out" not in args:
+        raise ValueError("--resume needs --out DIR, the run directory to continue")
+    config = _config_from_args(args, saved=args.out if getattr(args, "resume", False) else None)
     out = getattr(args, "out", None) or Path(
         f"runs/{config.task}-{config.cell}-T{config.length}-s{config.seed}"
     )
@@ -261,6 +309,36 @@ def _run_diagnose(args: argparse.Namespace) -> int:
     out = args.out or default_out
     diagnosis.save(out)
     print(f"written: {out}")
+    return 0
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    run_dir = getattr(args, "run_dir", None)
+    if run_dir is not None and "task" in args:
+        raise ValueError("doctor takes RUN_DIR or --task (with --cell, --length, ...), not both")
+    config = _config_from_args(args, saved=run_dir)
+    out = getattr(args, "out", None) or Path(f"runs/doctor-{config.task}-{config.cell}-T{config.length}")
+    device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"examining {run_dir or 'a fresh model'}: {config.cell} on {config.task} (length {config.length})")
+    report = doctor(
+        config,
+        out,
+        run_dir=run_dir,
+        tries=args.tries,
+        device=device,
+        progress=False if getattr(args, "no_progress", False) else None,
+    )
+    diagnosis = report.examination.diagnosis
+    print(diagnosis.summary())
+    print(f"\ncures, best first ({report.examination.source}):")
+    for rank, cure in enumerate(report.cures, 1):
+        print(f"{rank}. {cure.name}: {cure.reason}.")
+    if report.trials:
+        print(f"\nA/B test, {config.steps} steps each, seed {config.seed}:")
+        print(format_trials(report.trials))
+        print()
+        print(report.recommendation.sentence)
+    print(f"written: {Path(out) / 'doctor.json'}")
     return 0
 
 

@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bptt._registry import unknown_name_message
+from bptt.cells import cell_spec
 from bptt.remedies.clipping import make_clipper
+from bptt.remedies.constraints import make_constraint
+from bptt.remedies.regularizers import make_regularizer
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("constant", "cosine")
@@ -41,6 +44,14 @@ class TrainConfig:
         clip: any clipper by spec (:func:`bptt.remedies.make_clipper`), e.g. ``"agc:0.01"``,
             ``"autoclip:10"``, ``"zscore:2.5"``, ``"per-parameter:1"``; at most one of
             ``clip``, ``clip_norm`` and ``clip_value``.
+        constraint: a constraint on the recurrent weights by spec
+            (:func:`bptt.remedies.make_constraint`): ``"orthogonal"``, ``"cayley"``,
+            ``"spectral:C"``, ``"indrnn:G"``; ``None`` keeps the cell's own (``ortho-rnn`` and
+            ``indrnn`` have one), ``"none"`` removes it.
+        residual: add each stacked layer's input to its output (layers after the first).
+        regularizer: a penalty added to the loss by spec
+            (:func:`bptt.remedies.make_regularizer`): ``"l2:W"`` (recurrent weights),
+            ``"pascanu:W"`` (Pascanu et al. 2013), ``"lyapunov:W"`` (gradient flossing).
         on_nonfinite: what a non-finite loss or gradient does: ``"skip"`` the update, or
             ``"rollback"`` to the last good state with the learning rate halved (see
             :class:`bptt.remedies.NonFiniteGuard`).
@@ -70,6 +81,9 @@ class TrainConfig:
     clip_norm: float | None = None
     clip_value: float | None = None
     clip: str | None = None
+    constraint: str | None = None
+    residual: bool = False
+    regularizer: str | None = None
     on_nonfinite: str = "skip"
     eval_every: int = 100
     eval_size: int = 1000
@@ -103,8 +117,14 @@ class TrainConfig:
         chosen = [n for n in ("clip", "clip_norm", "clip_value") if getattr(self, n) is not None]
         if len(chosen) > 1:
             raise ValueError(f"choose one of clip, clip_norm and clip_value, got {chosen}")
+        # bad specs fail here, before any run directory exists
         if self.clip is not None:
-            make_clipper(self.clip)  # a bad spec fails here, before any run directory exists
+            make_clipper(self.clip)
+        if self.constraint is not None:
+            make_constraint(self.constraint, self.length)
+        if self.regularizer is not None:
+            make_regularizer(self.regularizer)
+        cell_spec(self.cell)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(unknown_name_message("optimizer", self.optimizer, list(OPTIMIZERS)))
         if self.schedule not in SCHEDULES:

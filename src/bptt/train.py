@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bptt.cells import CELLS
+from bptt.cells import cell_spec
 from bptt.config import TrainConfig
 from bptt.diagnostics.profile import decay_rate, effective_horizon
 from bptt.diagnostics.watch import Watch
@@ -28,8 +29,10 @@ from bptt.remedies.clipping import (
     clip_gradients_,
     make_clipper,
 )
+from bptt.remedies.constraints import AbstractConstraint, make_constraint
 from bptt.remedies.guards import NonFiniteGuard
-from bptt.rundir import RunDirectory
+from bptt.remedies.regularizers import make_regularizer
+from bptt.rundir import RunDirectory, read_jsonl
 from bptt.tasks import AbstractTask, Batch, get_task
 
 VALIDATION_SEED_OFFSET = 1_000_003
@@ -52,6 +55,8 @@ class RunResult:
         decay_rate: fitted per-step factor of the gradient profile (< 1 vanishing).
         nonfinite_steps: steps whose update was not applied because the loss, a gradient
             or the updated weights were NaN/Inf (skipped or rolled back).
+        solved_at: the first evaluation step at which the task counted as solved, or
+            ``None`` if it never did (evaluations are ``config.eval_every`` steps apart).
     """
 
     run_dir: Path
@@ -64,6 +69,7 @@ class RunResult:
     horizon: int
     decay_rate: float
     nonfinite_steps: int
+    solved_at: int | None = None
 
     def verdict(self) -> str:
         """One sentence: solved or not, the metric against the baseline and threshold."""
@@ -78,12 +84,23 @@ class RunResult:
 
 def build_model(config: TrainConfig, task: AbstractTask) -> SequenceModel:
     """The model a config describes, for ``task``'s inputs and outputs, initialised."""
-    recurrent = Recurrent.from_name(config.cell, task.input_size, config.hidden, config.layers)
+    recurrent = Recurrent.from_name(
+        config.cell, task.input_size, config.hidden, config.layers, residual=config.residual
+    )
     head_type = PerStepHead if task.many_to_many else LastStepHead
     model = SequenceModel(recurrent, head_type(config.hidden, task.num_outputs), task.vocab_size)
     # chrono initialisation draws its time scales up to the task's length
-    init_recurrent_(model.recurrent, config.init or CELLS.get(config.cell).init, max_length=config.length)
+    init_recurrent_(model.recurrent, config.init or cell_spec(config.cell)[0].init, max_length=config.length)
+    constraint = make_training_constraint(config)
+    if constraint is not None:  # after the init: an orthogonal parametrisation keeps it
+        constraint.attach(model.recurrent)
     return model
+
+
+def make_training_constraint(config: TrainConfig) -> AbstractConstraint | None:
+    """The constraint ``config`` asks for, or the cell's own (``ortho-rnn``, ``indrnn``), if any."""
+    spec = config.constraint or cell_spec(config.cell)[0].constraint or "none"
+    return make_constraint(spec, config.length)
 
 
 def make_training_clipper(config: TrainConfig) -> AbstractClipper | None:
@@ -156,7 +173,7 @@ def train(
 ) -> RunResult:
     """Train the model ``config`` describes on its task, writing a run directory at ``out``.
 
-    Each step: sample a batch, forward, loss, backward, clip (recording the pre-clip norm),
+    Each step: sample a batch, forward, loss (plus the regulariser's penalty), backward, clip (recording the pre-clip norm),
     watch for anomalies (:class:`bptt.diagnostics.watch.Watch`: a non-finite step is
     localised and captured, as is a loss spike; every ``config.diagnose_every`` steps a
     full diagnosis is logged), optimizer step (skipped if the loss or the gradient is
@@ -187,6 +204,9 @@ def train(
     ).to(device)
 
     clipper = make_training_clipper(config)
+    constraint = make_training_constraint(config)
+    regularizer = make_regularizer(config.regularizer or "none")
+    taped = regularizer is not None and regularizer.needs_tape
     step, nonfinite_steps = 0, 0
     if resume:
         run = RunDirectory.resume(out, config)
@@ -231,11 +251,13 @@ def train(
     while step < config.steps:
         # 1. data
         batch = task.sample(config.batch, data_rng).to(device)
-        # 2. forward and loss
-        loss = task.loss(model(batch.inputs, batch.lengths), batch)
+        # 2. forward and loss (recording the states when the regulariser reads them)
+        with model.recurrent.recording_tape() if taped else contextlib.nullcontext() as tapes:
+            loss = task.loss(model(batch.inputs, batch.lengths), batch)
+        penalty = regularizer.penalty(model, loss, tapes) if regularizer else None
         # 3. backward
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if penalty is None else loss + penalty).backward()
         # 4. clip, recording the global norm before clipping
         clip = clipper(model.parameters()) if clipper else clip_gradients_(model.parameters())
         # 5. watch (anomalies every step, a diagnosis on schedule); update, never with a
@@ -253,6 +275,8 @@ def train(
         applied = guard.step(loss_value)  # optimizer.step() only if everything is finite
         if not applied:
             nonfinite_steps += 1
+        elif constraint is not None:
+            constraint.project_(model)  # e.g. the spectral bound; parametrisations need none
         # 6. learning-rate schedule
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
@@ -268,6 +292,8 @@ def train(
             "lr": lr,
             "skipped_nonfinite": not applied,
         }
+        if penalty is not None:
+            record["penalty"] = penalty.item()
         run.log(record)
         for callback in callbacks:
             callback(record)
@@ -295,6 +321,7 @@ def train(
         horizon=horizon,
         decay_rate=rate,
         nonfinite_steps=nonfinite_steps,
+        solved_at=_first_solved(run, task),
     )
     run.write_summary(
         {
@@ -307,6 +334,14 @@ def train(
         }
     )
     return result
+
+
+def _first_solved(run: RunDirectory, task: AbstractTask) -> int | None:
+    """The first validation step of the run's log at which ``task`` counted as solved."""
+    for record in read_jsonl(run.path / "metrics.jsonl"):
+        if record["split"] == "validation" and task.is_solved(record[task.metric_name]):
+            return record["step"]
+    return None
 
 
 def _slice(data: Batch, start: int, stop: int) -> Batch:

@@ -1,0 +1,557 @@
+r"""The doctor: from a diagnosis to cures, ranked with reasons, and an A/B test that proves one.
+
+Three steps, each usable on its own::
+
+    examination = examine(config)                   # diagnosis + gradient-norm sample
+    cures = prescribe(config, examination)          # ranked, each with its reason
+    trials = try_cures(config, cures[:3], out)      # same budget and seed as the baseline
+    print(format_trials(trials)); print(recommend(trials).sentence)
+
+The rules read the numbers of :func:`bptt.diagnose` and follow the literature:
+
+- **exploding** (:math:`\sigma_{\max}(J) > 1`, :math:`\lambda_1 > 0`, or non-finite values):
+  clip the global gradient norm at a threshold taken from the observed gradient-norm
+  distribution (Pascanu et al. 2013), bound or orthogonalise :math:`W_{hh}`, lower the
+  learning rate;
+- **vanishing** in an Elman RNN: a gated cell (LSTM/GRU: an additive memory path), IRNN (ReLU
+  with :math:`W_{hh} = I`, Le et al. 2015), an orthogonal :math:`W_{hh}` (Arjovsky et al.
+  2016; Lezcano-Casado & Martínez-Rubio 2019), skip connections in time; saturation and the
+  derivative norm say which matters most;
+- **vanishing** in a gated cell: chrono initialisation of the gate biases (Tallec & Ollivier
+  2018), a forget-gate bias of 1 (Jozefowicz et al. 2015);
+- **healthy**: the gradient reaches the whole sequence; what remains is optimisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bptt.cells import ElmanCell, cell_spec, make_cell
+from bptt.config import TrainConfig
+from bptt.diagnostics import Diagnosis, diagnose
+from bptt.diagnostics.diagnosis import LayerDiagnosis
+from bptt.rundir import RunDirectory, read_jsonl
+from bptt.tasks import get_task
+from bptt.train import RunResult, build_model, train
+
+__all__ = [
+    "Cure",
+    "Examination",
+    "Recommendation",
+    "Trial",
+    "doctor",
+    "examine",
+    "format_trials",
+    "prescribe",
+    "recommend",
+    "try_cures",
+]
+
+EXAMINE_SEED_OFFSET = 2_000_003
+"""Seeds the examined batches apart from the training and validation data."""
+
+GRADIENT_SAMPLE = 32
+"""Batches whose gradient norm a fresh model's examination measures (no update is made)."""
+
+
+@dataclass(frozen=True)
+class Examination:
+    """What the doctor looked at.
+
+    Attributes:
+        source: what was examined, in words.
+        diagnosis: the diagnosis of the model on a batch of its task.
+        gradient_norms: observed global gradient norms: the training log of a run, or
+            :data:`GRADIENT_SAMPLE` batches of a fresh model (finite values only).
+        nonfinite_fraction: the fraction of observed gradient norms that were NaN/Inf.
+    """
+
+    source: str
+    diagnosis: Diagnosis
+    gradient_norms: torch.Tensor
+    nonfinite_fraction: float
+
+
+@dataclass(frozen=True)
+class Cure:
+    """One remedy: what to change in the config, and why.
+
+    Attributes:
+        name: a short label (``"lstm"``, ``"clip-norm:2.3"``).
+        changes: :class:`~bptt.config.TrainConfig` fields to replace.
+        reason: why, quoting the diagnosis.
+    """
+
+    name: str
+    changes: dict[str, Any]
+    reason: str
+
+    def apply(self, config: TrainConfig) -> TrainConfig:
+        return dataclasses.replace(config, **self.changes)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One arm of the A/B test.
+
+    Attributes:
+        name: ``"baseline"`` or the cure's name.
+        changes: the config fields changed from the baseline.
+        result: the run's :class:`~bptt.train.RunResult`.
+        seconds: wall time of the run.
+    """
+
+    name: str
+    changes: dict[str, Any]
+    result: RunResult
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        result = self.result
+        return {
+            "name": self.name,
+            "changes": self.changes,
+            "metric": result.metric_name,
+            "value": result.metrics[result.metric_name],
+            "baseline": result.baseline,
+            "solved": result.solved,
+            "solved_at": result.solved_at,
+            "horizon": result.horizon,
+            "nonfinite_steps": result.nonfinite_steps,
+            "steps": result.steps,
+            "seconds": self.seconds,
+            "run_dir": str(result.run_dir),
+        }
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The doctor's conclusion from the trials.
+
+    Attributes:
+        trial: the recommended arm, ``None`` if no cure did better than the baseline.
+        sentence: the conclusion in words.
+    """
+
+    trial: Trial | None
+    sentence: str
+
+
+# -- examine ---------------------------------------------------------------------------------
+
+
+def examine(
+    config: TrainConfig,
+    run_dir: str | Path | None = None,
+    *,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> Examination:
+    """Diagnose the model ``config`` describes, fresh or from ``run_dir``'s checkpoint, and
+    collect the gradient norms its clipping threshold will be chosen from.
+
+    Args:
+        config: the run's configuration.
+        run_dir: a run directory written by :func:`bptt.train`: its checkpoint is diagnosed
+            and its logged gradient norms are used. ``None`` examines a fresh model and
+            measures :data:`GRADIENT_SAMPLE` gradient norms on batches of the task.
+        batch_size: sequences in the diagnosed batch.
+        seed: seeds the fresh model and the examined batches.
+
+    Returns:
+        An :class:`Examination`.
+    """
+    task = get_task(config.task, config.length)
+    torch.manual_seed(config.seed)
+    model = build_model(config, task)
+    generator = torch.Generator().manual_seed(seed + EXAMINE_SEED_OFFSET)
+    if run_dir is not None:
+        run = RunDirectory(Path(run_dir))
+        checkpoint = run.load_checkpoint()
+        model.load_state_dict(checkpoint["model"])
+        records = [r for r in read_jsonl(run.path / "metrics.jsonl") if r["split"] == "train"]
+        norms = torch.tensor([float(r["grad_norm"]) for r in records], dtype=torch.float64)
+        source = f"{run_dir} at step {checkpoint['step']}"
+    else:
+        norms = torch.tensor(
+            [_gradient_norm(model, task, task.sample(config.batch, generator)) for _ in range(GRADIENT_SAMPLE)],
+            dtype=torch.float64,
+        )
+        source = f"a fresh {config.cell} ({config.init or cell_spec(config.cell)[0].init} init)"
+    batch = task.sample(batch_size, generator)
+    model.eval()
+    diagnosis = diagnose(
+        model, batch.inputs, batch.targets, lambda output, _: task.loss(output, batch),
+        lengths=batch.lengths, products=False,
+    )
+    finite = torch.isfinite(norms)
+    fraction = 1.0 - float(finite.double().mean()) if norms.numel() else 0.0
+    return Examination(source, diagnosis, norms[finite], fraction)
+
+
+def _gradient_norm(model: torch.nn.Module, task: Any, batch: Any) -> float:
+    model.zero_grad(set_to_none=True)
+    task.loss(model(batch.inputs, batch.lengths), batch).backward()
+    norms = [p.grad.norm() for p in model.parameters() if p.grad is not None]
+    model.zero_grad(set_to_none=True)
+    return float(torch.linalg.vector_norm(torch.stack(norms)))
+
+
+# -- prescribe -------------------------------------------------------------------------------
+
+
+def prescribe(config: TrainConfig, examination: Examination) -> list[Cure]:
+    """Cures for what ``examination`` found, best first, each with the reason behind it.
+
+    Cures that would not change ``config`` (the cell it already has, an init it already
+    uses) are left out.
+    """
+    diagnosis = examination.diagnosis
+    kind = diagnosis.verdict.kind
+    layer = _worst_layer(diagnosis)
+    if kind in ("exploding", "non-finite") or examination.nonfinite_fraction > 0:
+        cures = _exploding_cures(config, examination, layer)
+    elif kind == "vanishing" and layer is not None:
+        cures = _vanishing_cures(config, layer)
+    else:
+        cures = _healthy_cures(config, layer)
+    return [cure for cure in cures if cure.apply(config) != config]
+
+
+def _worst_layer(diagnosis: Diagnosis) -> LayerDiagnosis | None:
+    """The layer the overall verdict comes from (the first one with that verdict)."""
+    for layer in diagnosis.layers:
+        if layer.verdict.kind == diagnosis.verdict.kind:
+            return layer
+    return diagnosis.layers[0] if diagnosis.layers else None
+
+
+def _numbers(layer: LayerDiagnosis | None, length: int) -> str:
+    """The measured facts every reason starts from."""
+    if layer is None:
+        return "no layer statistics (the pass was not finite)"
+    lyapunov = layer.lyapunov[0].item() if layer.lyapunov.numel() else math.nan
+    return (
+        f"the gradient reaches {layer.horizon} of {length} steps back "
+        f"(×{layer.decay_rate:.3g} per step), median σ_max(J_t) {layer.median_step_norm:.3g}, "
+        f"λ₁ {lyapunov:+.3g}"
+    )
+
+
+def _exploding_cures(config: TrainConfig, examination: Examination, layer: LayerDiagnosis | None) -> list[Cure]:
+    facts = _numbers(layer, config.length)
+    norms = examination.gradient_norms
+    nonfinite = examination.nonfinite_fraction
+    observed = f"{nonfinite:.0%} of observed gradients non-finite; " if nonfinite else ""
+    if norms.numel():
+        threshold = float(torch.quantile(norms, 0.5))
+        spread = f"median of {norms.numel()} observed norms, which range {norms.min():.3g} to {norms.max():.3g}"
+    else:
+        threshold, spread = 1.0, "no finite norm was observed, so the conventional 1"
+    threshold = float(f"{threshold:.3g}")
+    elman = isinstance(make_cell(config.cell, 1, 1), ElmanCell)
+    cures = [
+        Cure(
+            f"clip-norm:{threshold:g}",
+            {"clip_norm": threshold, "clip": None, "clip_value": None},
+            f"exploding: {observed}{facts}. Clipping the global gradient norm at {threshold:.3g} "
+            f"({spread}) bounds every step and keeps its direction (Pascanu et al. 2013)",
+        ),
+        Cure(
+            "ortho-rnn" if elman else "orthogonal",
+            {"cell": "ortho-rnn"} if elman else {"constraint": "orthogonal"},
+            f"exploding: ‖W_hh‖₂ = {layer.recurrent_norm:.3g} > 1. An orthogonal W_hh has every "
+            "singular value 1, so |J_t| <= max f' and nothing can grow through time"
+            if layer is not None else "exploding: an orthogonal W_hh keeps every singular value at 1",
+        ),
+        Cure(
+            "spectral:1",
+            {"constraint": "spectral:1"},
+            "exploding: projecting each gate block of W_hh to σ_max <= 1 after every step bounds "
+            "the Jacobians at max f' <= 1 while leaving the weights free otherwise",
+        ),
+        Cure(
+            f"lr:{config.lr / 3:.3g}",
+            {"lr": float(f"{config.lr / 3:.3g}")},
+            f"exploding: a third of the learning rate ({config.lr:g} -> {config.lr / 3:.3g}) "
+            "shrinks the steps that throw the state across the cliff",
+        ),
+    ]
+    if config.on_nonfinite != "rollback" and nonfinite:
+        cures.append(
+            Cure(
+                "rollback",
+                {"on_nonfinite": "rollback"},
+                f"{nonfinite:.0%} of steps were non-finite: rolling back to the last good state "
+                "and halving the learning rate recovers instead of skipping",
+            )
+        )
+    return cures
+
+
+def _vanishing_cures(config: TrainConfig, layer: LayerDiagnosis) -> list[Cure]:
+    facts = _numbers(layer, config.length)
+    if layer.gates:  # LSTM / GRU
+        forget = layer.gates.get("forget", layer.gates.get("update", {}))
+        memory = forget.get("mean", math.nan)
+        scale = 1 / max(1e-6, 1 - memory) if "forget" in layer.gates else 1 / max(1e-6, memory)
+        return [
+            Cure(
+                "chrono",
+                {"init": "chrono"},
+                f"vanishing: {facts}; the gates keep memory for about {scale:.2g} steps "
+                f"(mean {'forget' if 'forget' in layer.gates else 'update'} gate {memory:.2f}). "
+                f"Chrono initialisation spreads the gates' time scales over 1..{config.length} "
+                "(Tallec & Ollivier 2018)",
+            ),
+            Cure(
+                "forget-bias",
+                {"init": "forget-bias"},
+                f"vanishing: {facts}. A forget-gate bias of 1 starts the cell remembering "
+                "(Jozefowicz et al. 2015)",
+            ),
+            Cure(
+                "orthogonal-init",
+                {"init": "orthogonal"},
+                f"vanishing: {facts}; ‖W_hh‖₂ = {layer.recurrent_norm:.3g}. Orthogonal gate blocks "
+                "start every singular value of W_hh at 1",
+            ),
+        ]
+    saturation = layer.saturation if layer.saturation is not None else math.nan
+    derivative = layer.derivative_norm if layer.derivative_norm is not None else math.nan
+    cause = (
+        f"{saturation:.0%} of units saturated, median ‖diag f′‖ {derivative:.3g}"
+        if "relu" not in config.cell and config.cell != "irnn"
+        else f"{saturation:.0%} of units inactive"
+    )
+    cures = [
+        Cure(
+            "gru",
+            {"cell": "gru", "init": None, "constraint": None},
+            f"vanishing: {facts}; {cause}, ‖W_hh‖₂ {layer.recurrent_norm:.3g}. A gated cell "
+            "carries its state additively (h_t = (1-z) h_(t-1) + z h̃), so the gradient passes "
+            "wherever the update gate is closed",
+        ),
+        Cure(
+            "lstm",
+            {"cell": "lstm", "init": None, "constraint": None},
+            f"vanishing: {facts}; {cause}. The LSTM's cell state c_t = f c_(t-1) + i g is an "
+            "additive path whose gradient is scaled only by the forget gate",
+        ),
+        Cure(
+            "irnn",
+            {"cell": "irnn", "init": None, "constraint": None},
+            f"vanishing: {facts}; {cause}. ReLU with W_hh = I (IRNN, Le et al. 2015) makes "
+            "J_t = I on every active unit at the start: nothing shrinks",
+        ),
+        Cure(
+            "ortho-rnn",
+            {"cell": "ortho-rnn", "init": None, "constraint": None},
+            f"vanishing: {facts}; ‖W_hh‖₂ {layer.recurrent_norm:.3g}. Keeping W_hh orthogonal "
+            "(σ = 1 exactly, expRNN) leaves only f′ to shrink the gradient",
+        ),
+        Cure(
+            "skip-rnn:10",
+            {"cell": "skip-rnn:10", "init": None, "constraint": None},
+            f"vanishing: {facts}. A skip connection 10 steps back gives the gradient "
+            f"{config.length // 10} identity hops across the sequence instead of {config.length} "
+            "shrinking ones",
+        ),
+        Cure(
+            "indrnn",
+            {"cell": "indrnn", "init": None, "constraint": None},
+            f"vanishing: {facts}. IndRNN's diagonal recurrence bounded at 2^(1/T) keeps each "
+            "unit's gradient between vanishing and a 2-fold growth over the sequence",
+        ),
+    ]
+    if saturation < 0.05:  # not saturated: the small W_hh is the cause; orthogonality first
+        cures.insert(0, cures.pop(3))
+    return cures
+
+
+def _healthy_cures(config: TrainConfig, layer: LayerDiagnosis | None) -> list[Cure]:
+    facts = _numbers(layer, config.length)
+    return [
+        Cure(
+            f"steps:{config.steps * 2}",
+            {"steps": config.steps * 2},
+            f"healthy: {facts}. The gradient reaches the whole sequence; what is left is "
+            "optimisation: twice the steps",
+        ),
+        Cure(
+            f"lr:{config.lr / 3:.3g}",
+            {"lr": float(f"{config.lr / 3:.3g}")},
+            f"healthy: {facts}. A smaller learning rate ({config.lr / 3:.3g}) for a noisy descent",
+        ),
+        Cure(
+            f"lr:{config.lr * 3:.3g}",
+            {"lr": float(f"{config.lr * 3:.3g}")},
+            f"healthy: {facts}. A larger learning rate ({config.lr * 3:.3g}) for a slow descent",
+        ),
+    ]
+
+
+# -- try ---------------------------------------------------------------------------------
+
+
+def try_cures(
+    config: TrainConfig,
+    cures: Sequence[Cure],
+    out: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool | None = False,
+) -> list[Trial]:
+    """Train the baseline and every cure with the same budget (steps, batch) and seed.
+
+    Args:
+        config: the baseline configuration.
+        cures: the cures to try, each in ``out/<name>``.
+        out: the folder for the runs (``out/baseline``, ...), overwritten.
+        device: where to train.
+        progress: show progress bars.
+
+    Returns:
+        One :class:`Trial` per arm, the baseline first.
+    """
+    out = Path(out)
+    trials = []
+    arms = [("baseline", {}, config)] + [(c.name, c.changes, c.apply(config)) for c in cures]
+    for name, changes, arm_config in arms:
+        started = time.perf_counter()
+        result = train(arm_config, out / name.replace(":", "-"), overwrite=True, device=device, progress=progress)
+        trials.append(Trial(name, changes, result, time.perf_counter() - started))
+    return trials
+
+
+def recommend(trials: Sequence[Trial]) -> Recommendation:
+    """The arm to adopt: among cures that solve, the one that solves soonest; otherwise the
+    best metric, if it beats the baseline."""
+    baseline, cures = trials[0], list(trials[1:])
+    solved = [t for t in cures if t.result.solved]
+    if solved:
+        best = min(solved, key=lambda t: (t.result.solved_at or t.result.steps, _loss_like(t)))
+        before = "the baseline solved it too" if baseline.result.solved else "the baseline did not"
+        return Recommendation(
+            best,
+            f"recommended: {best.name} ({_changes(best)}): it solved the task at step "
+            f"{best.result.solved_at} of {best.result.steps}; {before} "
+            f"({baseline.result.metric_name} {_value(baseline):.4g} -> {_value(best):.4g}).",
+        )
+    better = [t for t in cures if _loss_like(t) < _loss_like(baseline)]
+    if not better:
+        return Recommendation(None, "no cure did better than the baseline within this budget.")
+    best = min(better, key=_loss_like)
+    return Recommendation(
+        best,
+        f"recommended: {best.name} ({_changes(best)}): best {best.result.metric_name} "
+        f"({_value(baseline):.4g} -> {_value(best):.4g}), though no arm solved the task within "
+        f"{best.result.steps} steps; try more steps.",
+    )
+
+
+def _value(trial: Trial) -> float:
+    return trial.result.metrics[trial.result.metric_name]
+
+
+def _loss_like(trial: Trial) -> float:
+    """The metric turned into lower-is-better, NaN last."""
+    value = _value(trial)
+    if not math.isfinite(value):
+        return math.inf
+    higher = trial.result.solved_threshold > trial.result.baseline
+    return -value if higher else value
+
+
+def _changes(trial: Trial) -> str:
+    return ", ".join(f"{key}={value}" for key, value in trial.changes.items() if value is not None)
+
+
+def format_trials(trials: Sequence[Trial]) -> str:
+    """The A/B table: metric, solved or not, steps to solve, horizon after training."""
+    metric = trials[0].result.metric_name
+    lines = [
+        f"{'arm':<16}{metric:>10}{'solved':>8}{'at step':>9}{'horizon':>9}{'non-finite':>12}{'seconds':>9}",
+        "-" * 73,
+    ]
+    for trial in trials:
+        result = trial.result
+        lines.append(
+            f"{trial.name:<16}{_value(trial):>10.4g}{'yes' if result.solved else 'no':>8}"
+            f"{result.solved_at if result.solved_at is not None else '-':>9}{result.horizon:>9}"
+            f"{result.nonfinite_steps:>12}{trial.seconds:>9.0f}"
+        )
+    return "\n".join(lines)
+
+
+# -- all together ----------------------------------------------------------------------------
+
+
+@dataclass
+class DoctorReport:
+    """Everything :func:`doctor` found, ready for JSON."""
+
+    config: TrainConfig
+    examination: Examination
+    cures: list[Cure]
+    trials: list[Trial] = field(default_factory=list)
+    recommendation: Recommendation | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        diagnosis = self.examination.diagnosis
+        norms = self.examination.gradient_norms
+        return {
+            "config": self.config.to_dict(),
+            "examined": self.examination.source,
+            "verdict": diagnosis.verdict.to_dict(),
+            "gradient_norms": {
+                "count": norms.numel(),
+                "median": float(norms.median()) if norms.numel() else None,
+                "nonfinite_fraction": self.examination.nonfinite_fraction,
+            },
+            "cures": [dataclasses.asdict(cure) for cure in self.cures],
+            "trials": [trial.to_dict() for trial in self.trials],
+            "recommendation": None
+            if self.recommendation is None
+            else {
+                "arm": None if self.recommendation.trial is None else self.recommendation.trial.name,
+                "sentence": self.recommendation.sentence,
+            },
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+
+
+def doctor(
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    run_dir: str | Path | None = None,
+    tries: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool | None = False,
+) -> DoctorReport:
+    """Examine, prescribe and, with ``tries > 0``, A/B-test the top ``tries`` cures.
+
+    Writes ``out/doctor.json`` and the trial runs under ``out/``.
+    """
+    if not isinstance(tries, int) or tries < 0:
+        raise ValueError(f"tries must be a non-negative integer (cures to A/B-test), got {tries!r}")
+    examination = examine(config, run_dir, seed=config.seed)
+    report = DoctorReport(config, examination, prescribe(config, examination))
+    if tries:
+        report.trials = try_cures(config, report.cures[:tries], out, device=device, progress=progress)
+        report.recommendation = recommend(report.trials)
+    report.save(Path(out) / "doctor.json")
+    return report

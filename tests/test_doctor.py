@@ -1,0 +1,173 @@
+"""The doctor: rules from a diagnosis to ranked cures, the A/B test and its recommendation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from bptt import TrainConfig, diagnose
+from bptt.cli import main
+from bptt.doctor import (
+    Cure,
+    Examination,
+    Trial,
+    doctor,
+    examine,
+    format_trials,
+    prescribe,
+    recommend,
+    try_cures,
+)
+from bptt.recurrent import Recurrent
+from bptt.train import RunResult, train
+
+TINY = TrainConfig(
+    task="adding", length=12, cell="rnn-tanh", hidden=8, steps=8, batch=8,
+    eval_every=4, eval_size=32, checkpoint_every=4, diagnose_every=0, seed=3,
+)
+
+
+def examination_of(cell: str, scale: float, norms=(1.0, 2.0, 3.0, 100.0), nonfinite=0.0) -> Examination:
+    """A real diagnosis of a one-layer ``cell`` whose W_hh is ``scale`` times the identity."""
+    torch.manual_seed(0)
+    model = Recurrent.from_name(cell, 2, 6)
+    with torch.no_grad():
+        hidden = model.cells[0].hidden_size
+        model.cells[0].weight_hh.copy_(scale * torch.eye(hidden).repeat(model.cells[0].num_gates, 1))
+    x, y = torch.rand(40, 4, 2), torch.rand(4, 6)
+    diagnosis = diagnose(model, x, y, forward=lambda m, i, lengths: m(i)[0][-1], products=False)
+    return Examination("test", diagnosis, torch.tensor(norms, dtype=torch.float64), nonfinite)
+
+
+def test_vanishing_elman_gets_gated_cells_irnn_and_orthogonality_with_reasons():
+    examination = examination_of("rnn-tanh", 0.3)
+    assert examination.diagnosis.verdict.kind == "vanishing"
+    config = TrainConfig(task="adding", length=40, cell="rnn-tanh")
+    cures = prescribe(config, examination)
+    names = [cure.name for cure in cures]
+    assert {"gru", "lstm", "irnn", "ortho-rnn"} <= set(names)
+    layer = examination.diagnosis.layers[0]
+    for cure in cures:
+        assert cure.reason.startswith("vanishing")
+        assert f"reaches {layer.horizon} of 40 steps back" in cure.reason  # the measured numbers
+        assert cure.apply(config) != config
+    # unsaturated units: the small W_hh is the cause, so orthogonality comes first
+    assert layer.saturation < 0.05 and names[0] == "ortho-rnn"
+
+
+def test_a_cure_that_changes_nothing_is_left_out():
+    examination = examination_of("rnn-tanh", 0.3)
+    config = TrainConfig(task="adding", length=40, cell="gru")  # already gated: not offered again
+    assert "gru" not in [cure.name for cure in prescribe(config, examination)]
+
+
+def test_exploding_gets_clipping_at_the_median_observed_norm_first():
+    examination = examination_of("rnn-relu", 1.5)
+    assert examination.diagnosis.verdict.kind == "exploding"
+    config = TrainConfig(task="adding", length=40, cell="rnn-relu")
+    cures = prescribe(config, examination)
+    assert cures[0].name == "clip-norm:2.5"
+    assert cures[0].changes["clip_norm"] == 2.5  # median of 1, 2, 3, 100
+    assert "median of 4 observed norms" in cures[0].reason
+    assert "ortho-rnn" in [cure.name for cure in cures]
+    assert cures[0].apply(config).clip_norm == 2.5
+
+
+def test_non_finite_gradients_alone_count_as_exploding():
+    examination = examination_of("rnn-tanh", 0.9, nonfinite=0.25)
+    cures = prescribe(TrainConfig(task="adding", length=40), examination)
+    assert cures[0].name.startswith("clip-norm")
+    assert "25% of observed gradients non-finite" in cures[0].reason
+    assert "rollback" in [cure.name for cure in cures]
+
+
+def test_vanishing_gated_cell_gets_chrono_first():
+    examination = examination_of("lstm", 0.1)
+    if examination.diagnosis.verdict.kind != "vanishing":
+        pytest.fail(f"expected a vanishing LSTM, got {examination.diagnosis.verdict}")
+    cures = prescribe(TrainConfig(task="adding", length=40, cell="lstm"), examination)
+    assert [cure.name for cure in cures][:2] == ["chrono", "forget-bias"]
+    assert "forget gate" in cures[0].reason
+
+
+def test_healthy_gets_optimisation_advice():
+    examination = examination_of("rnn-relu", 1.0)  # positive inputs: J_t = I, nothing fades
+    if examination.diagnosis.verdict.kind != "healthy":
+        pytest.fail(f"expected a healthy network, got {examination.diagnosis.verdict}")
+    cures = prescribe(TrainConfig(task="adding", length=40, steps=100), examination)
+    assert cures[0].changes == {"steps": 200}
+
+
+def result(value: float, solved_at: int | None, steps: int = 100) -> RunResult:
+    return RunResult(
+        run_dir=Path("x"), steps=steps, metrics={"mse": value}, metric_name="mse",
+        baseline=1 / 6, solved_threshold=0.01, solved=solved_at is not None, horizon=5,
+        decay_rate=0.9, nonfinite_steps=0, solved_at=solved_at,
+    )
+
+
+def test_recommend_prefers_the_cure_that_solves_soonest():
+    trials = [
+        Trial("baseline", {}, result(0.16, None), 1.0),
+        Trial("slow", {"cell": "lstm"}, result(0.001, 900), 1.0),
+        Trial("fast", {"cell": "gru"}, result(0.005, 300), 1.0),
+        Trial("close", {"cell": "irnn"}, result(0.02, None), 1.0),
+    ]
+    chosen = recommend(trials)
+    assert chosen.trial.name == "fast"
+    assert "solved the task at step 300" in chosen.sentence and "baseline did not" in chosen.sentence
+    table = format_trials(trials)
+    assert table.splitlines()[3].split()[:4] == ["slow", "0.001", "yes", "900"]
+
+
+def test_recommend_without_a_solution_takes_the_best_metric_or_nothing():
+    trials = [Trial("baseline", {}, result(0.16, None), 1.0), Trial("a", {}, result(0.1, None), 1.0)]
+    assert recommend(trials).trial.name == "a" and "no arm solved" in recommend(trials).sentence
+    worse = [Trial("baseline", {}, result(0.1, None), 1.0), Trial("a", {}, result(math.nan, None), 1.0)]
+    assert recommend(worse).trial is None
+
+
+def test_try_cures_uses_the_same_budget_and_seed(tmp_path):
+    cures = [Cure("gru", {"cell": "gru"}, "because")]
+    trials = try_cures(TINY, cures, tmp_path)
+    assert [t.name for t in trials] == ["baseline", "gru"]
+    assert all(t.result.steps == TINY.steps for t in trials)
+    baseline_config = json.loads((tmp_path / "baseline" / "config.json").read_text())
+    cure_config = json.loads((tmp_path / "gru" / "config.json").read_text())
+    assert {k for k in baseline_config if baseline_config[k] != cure_config[k]} == {"cell"}
+
+
+def test_examine_a_fresh_model_and_a_run(tmp_path):
+    fresh = examine(TINY)
+    assert fresh.gradient_norms.numel() == 32 and fresh.nonfinite_fraction == 0
+    train(TINY, tmp_path / "run", progress=False)
+    run = examine(TINY, tmp_path / "run")
+    assert run.gradient_norms.numel() == TINY.steps  # the logged ones
+    assert "at step 8" in run.source
+
+
+def test_doctor_end_to_end_writes_json(tmp_path):
+    report = doctor(TINY, tmp_path / "doc", tries=1)
+    saved = json.loads((tmp_path / "doc" / "doctor.json").read_text())
+    assert saved["verdict"]["kind"] == report.examination.diagnosis.verdict.kind
+    assert [t["name"] for t in saved["trials"]] == ["baseline", report.cures[0].name]
+    assert saved["recommendation"]["sentence"] == report.recommendation.sentence
+    with pytest.raises(ValueError, match="non-negative"):
+        doctor(TINY, tmp_path / "bad", tries=-1)
+
+
+def test_cli_doctor_fresh_and_from_a_run(tmp_path, capsys):
+    flags = ["--length", "12", "--hidden", "8", "--steps", "6", "--batch", "8", "--eval-every", "3",
+             "--eval-size", "32", "--diagnose-every", "0", "--no-progress"]
+    assert main(["doctor", "--task", "adding", *flags, "--try", "1", "--out", str(tmp_path / "d")]) == 0
+    printed = capsys.readouterr().out
+    assert "cures, best first" in printed and "A/B test" in printed and "arm" in printed
+    assert (tmp_path / "d" / "doctor.json").exists()
+    assert main(["train", "adding", *flags, "--out", str(tmp_path / "run")]) == 0
+    assert main(["doctor", str(tmp_path / "run"), "--out", str(tmp_path / "d2")]) == 0
+    assert "at step 6" in capsys.readouterr().out
+    assert main(["doctor", str(tmp_path / "run"), "--task", "adding"]) == 2
