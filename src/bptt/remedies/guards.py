@@ -92,7 +92,8 @@ class NonFiniteGuard:
         Returns:
             Whether the update was applied and left the weights finite.
         """
-        if not (math.isfinite(float(loss)) and _all_finite(p.grad for p in self._parameters())):
+        value = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
+        if not (math.isfinite(value) and _all_finite(p.grad for p in self._parameters())):
             if self.policy == "rollback":
                 self._roll_back()
             else:
