@@ -1,7 +1,16 @@
 """bptt: make recurrent networks trainable on long sequences."""
 
 from bptt.autograd import elman_bptt
-from bptt.cells import CELLS, AbstractCell, ElmanCell, GRUCell, LSTMCell
+from bptt.cells import (
+    CELLS,
+    AbstractCell,
+    ElmanCell,
+    GRUCell,
+    IndRNNCell,
+    LSTMCell,
+    ResidualElmanCell,
+    SkipElmanCell,
+)
 from bptt.config import TrainConfig
 from bptt.diagnostics import (
     Diagnosis,
@@ -26,12 +35,15 @@ __all__ = [
     "ElmanCell",
     "GRUCell",
     "GradientProfile",
+    "IndRNNCell",
     "LSTMCell",
     "LastStepHead",
     "PerStepHead",
     "Recurrent",
+    "ResidualElmanCell",
     "RunResult",
     "SequenceModel",
+    "SkipElmanCell",
     "TrainConfig",
     "Watch",
     "build_model",

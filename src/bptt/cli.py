@@ -13,7 +13,7 @@ import torch
 from bptt.cells import CELLS
 from bptt.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from bptt.diagnostics import diagnose
-from bptt.doctor import doctor, format_trials
+from bptt.doctor import DoctorReport, doctor, format_trials
 from bptt.init import INITS
 from bptt.replay import replay
 from bptt.rundir import RunDirectory
@@ -320,6 +320,15 @@ def _run_doctor(args: argparse.Namespace) -> int:
     out = getattr(args, "out", None) or Path(f"runs/doctor-{config.task}-{config.cell}-T{config.length}")
     device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
     print(f"examining {run_dir or 'a fresh model'}: {config.cell} on {config.task} (length {config.length})")
+
+    def show(report: DoctorReport) -> None:
+        print(report.examination.diagnosis.summary())
+        print(f"\ncures, best first ({report.examination.source}):")
+        for rank, cure in enumerate(report.cures, 1):
+            print(f"{rank}. {cure.name}: {cure.reason}.")
+        if args.tries:
+            print(f"\nA/B test of the top {args.tries}, {config.steps} steps each, seed {config.seed} ...", flush=True)
+
     report = doctor(
         config,
         out,
@@ -327,14 +336,9 @@ def _run_doctor(args: argparse.Namespace) -> int:
         tries=args.tries,
         device=device,
         progress=False if getattr(args, "no_progress", False) else None,
+        on_prescription=show,
     )
-    diagnosis = report.examination.diagnosis
-    print(diagnosis.summary())
-    print(f"\ncures, best first ({report.examination.source}):")
-    for rank, cure in enumerate(report.cures, 1):
-        print(f"{rank}. {cure.name}: {cure.reason}.")
     if report.trials:
-        print(f"\nA/B test, {config.steps} steps each, seed {config.seed}:")
         print(format_trials(report.trials))
         print()
         print(report.recommendation.sentence)

@@ -28,7 +28,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from bptt.train import RunResult, build_model, train
 
 __all__ = [
     "Cure",
+    "DoctorReport",
     "Examination",
     "Recommendation",
     "Trial",
@@ -286,6 +287,15 @@ def _exploding_cures(config: TrainConfig, examination: Examination, layer: Layer
             "shrinks the steps that throw the state across the cliff",
         ),
     ]
+    if layer is not None and layer.lyapunov.numel() and layer.lyapunov[0] > 0:
+        cures.append(
+            Cure(
+                "lyapunov:0.1",
+                {"regularizer": "lyapunov:0.1"},
+                f"exploding: λ₁ = {layer.lyapunov[0].item():+.3g} > 0, nearby trajectories "
+                "diverge; gradient flossing (Engelken 2023) penalises λ₁² and pulls it to 0",
+            )
+        )
     if config.on_nonfinite != "rollback" and nonfinite:
         cures.append(
             Cure(
@@ -375,6 +385,14 @@ def _vanishing_cures(config: TrainConfig, layer: LayerDiagnosis) -> list[Cure]:
             "unit's gradient between vanishing and a 2-fold growth over the sequence",
         ),
     ]
+    cures.append(
+        Cure(
+            "pascanu:1",
+            {"regularizer": "pascanu:1"},
+            f"vanishing: {facts}. Pascanu et al.'s (2013) regulariser penalises every step that "
+            "shrinks ‖∂L/∂h_k‖, keeping the cell but pushing its Jacobians towards norm 1",
+        )
+    )
     if saturation < 0.05:  # unsaturated: the small W_hh is the cause, orthogonality before IRNN
         cures[2], cures[3] = cures[3], cures[2]
     return cures
@@ -543,15 +561,28 @@ def doctor(
     tries: int = 0,
     device: str | torch.device = "cpu",
     progress: bool | None = False,
+    on_prescription: Callable[[DoctorReport], None] | None = None,
 ) -> DoctorReport:
     """Examine, prescribe and, with ``tries > 0``, A/B-test the top ``tries`` cures.
 
     Writes ``out/doctor.json`` and the trial runs under ``out/``.
+
+    Args:
+        config: the configuration to examine (and the baseline arm of the A/B test).
+        out: where ``doctor.json`` and the trial runs go.
+        run_dir: examine this run's checkpoint and gradient log instead of a fresh model.
+        tries: how many of the top cures to A/B-test; 0 only ranks them.
+        device: where to train the trials.
+        progress: show progress bars during the trials.
+        on_prescription: called with the report once the cures are ranked, before the
+            trials start (the command line prints them there).
     """
     if not isinstance(tries, int) or tries < 0:
         raise ValueError(f"tries must be a non-negative integer (cures to A/B-test), got {tries!r}")
     examination = examine(config, run_dir, seed=config.seed)
     report = DoctorReport(config, examination, prescribe(config, examination))
+    if on_prescription is not None:
+        on_prescription(report)
     if tries:
         report.trials = try_cures(config, report.cures[:tries], out, device=device, progress=progress)
         report.recommendation = recommend(report.trials)

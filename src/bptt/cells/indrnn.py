@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from bptt.cells.base import AbstractCell
 from bptt.cells.elman import ElmanCell
 
 
@@ -60,9 +61,7 @@ class IndRNNCell(ElmanCell):
             recurrent = recurrent + self.bias_hh
         return nn.functional.linear(x_t, self.weight_ih, self.bias_ih), recurrent
 
-    def explicit_bptt(self, *args: object, **kwargs: object) -> None:
-        return None  # the unrolled loop: Elman's explicit BPTT assumes a full W_hh
-
-    @property
-    def fused_mode(self) -> str | None:
-        return None
+    # Elman's explicit BPTT and torch's fused kernels assume h_t = f(W_ih x + W_hh h): this
+    # cell runs the unrolled loop, as the base class says
+    explicit_bptt = AbstractCell.explicit_bptt
+    fused_mode = AbstractCell.fused_mode

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch import Tensor
 
+from bptt.cells.base import AbstractCell
 from bptt.cells.elman import ElmanCell
 
 
@@ -25,12 +24,10 @@ class ResidualElmanCell(ElmanCell):
     def pointwise(self, input_part: Tensor, recurrent_part: Tensor, state: Tensor) -> Tensor:
         return state + super().pointwise(input_part, recurrent_part, state)
 
-    def explicit_bptt(self, *args: object, **kwargs: object) -> None:
-        return None  # the unrolled loop: Elman's explicit BPTT has no identity path
-
-    @property
-    def fused_mode(self) -> str | None:
-        return None
+    # Elman's explicit BPTT and torch's fused kernels assume h_t = f(W_ih x + W_hh h): this
+    # cell runs the unrolled loop, as the base class says
+    explicit_bptt = AbstractCell.explicit_bptt
+    fused_mode = AbstractCell.fused_mode
 
 
 class SkipElmanCell(ElmanCell):
@@ -53,8 +50,6 @@ class SkipElmanCell(ElmanCell):
     Shape:
         - x_t: ``(B, I)``; state: a tuple of ``k`` tensors ``(B, H)``, newest first.
     """
-
-    gate_activations: ClassVar[dict[str, str]] = {"z": "none"}
 
     def __init__(
         self,
@@ -88,12 +83,10 @@ class SkipElmanCell(ElmanCell):
         new = super().pointwise(input_part, recurrent_part, state[0]) + state[-1]
         return (new, *state[:-1])
 
-    def explicit_bptt(self, *args: object, **kwargs: object) -> None:
-        return None
-
-    @property
-    def fused_mode(self) -> str | None:
-        return None
+    # Elman's explicit BPTT and torch's fused kernels assume h_t = f(W_ih x + W_hh h): this
+    # cell runs the unrolled loop, as the base class says
+    explicit_bptt = AbstractCell.explicit_bptt
+    fused_mode = AbstractCell.fused_mode
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, skip={self.skip}"
