@@ -42,6 +42,29 @@ class Registry(Generic[T]):
         except KeyError:
             raise ValueError(unknown_name_message(self.kind, name, self.names())) from None
 
+    def parse(self, spec: str) -> tuple[str, T, float | None] | None:
+        """Read a spec ``"NAME"`` or ``"NAME:NUMBER"`` as configs and the CLI write it.
+
+        Returns:
+            ``(name, entry, number)`` with ``number`` ``None`` when none was given, or
+            ``None`` for the spec ``"none"``.
+
+        Raises:
+            ValueError: for an unknown name (see :meth:`get`) or a value that is not a number.
+        """
+        name, colon, value = spec.strip().partition(":")
+        if name == "none" and not colon:
+            return None
+        entry = self.get(name)
+        if not colon:
+            return name, entry, None
+        try:
+            return name, entry, float(value)
+        except ValueError:
+            raise ValueError(
+                f"expected a number after '{name}:', received {value!r}; write e.g. '{name}:1'"
+            ) from None
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 

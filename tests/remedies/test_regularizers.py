@@ -347,7 +347,7 @@ def test_make_regularizer_parses_name_and_weight():
     ("spec", "message"),
     [
         ("pascanau:1", "unknown regularizer 'pascanau'.*Did you mean 'pascanu'"),
-        ("l2:abc", "expected a number.*'abc'.*'l2:1.0'"),
+        ("l2:abc", "expected a number.*'abc'.*'l2:1'"),
         ("l2:", "expected a number"),
         ("l2:0", "positive finite.*received 0.0"),
         ("pascanu:-1", "positive finite.*received -1.0"),

@@ -454,24 +454,18 @@ def make_clipper(spec: str) -> AbstractClipper | None:
         ValueError: for an unknown name (with the known ones listed), a value that is not
             a number, a missing required value, or a value out of range.
     """
-    name, colon, value = spec.strip().partition(":")
-    if name == "none" and not colon:
+    parsed = CLIPPERS.parse(spec)
+    if parsed is None:
         return None
-    cls = CLIPPERS.get(name)
-    if not colon:
-        try:
-            return cls()
-        except TypeError:
-            raise ValueError(
-                f"clipper {name!r} needs a value, received {spec!r}; write e.g. '{name}:1'"
-            ) from None
+    name, cls, number = parsed
+    if number is not None:
+        return cls(number)
     try:
-        number = float(value)
-    except ValueError:
+        return cls()
+    except TypeError:
         raise ValueError(
-            f"expected a number after '{name}:', received {value!r}; write e.g. '{name}:1'"
+            f"clipper {name!r} needs a value, received {spec!r}; write e.g. '{name}:1'"
         ) from None
-    return cls(number)
 
 
 def clip_gradients_(

@@ -272,22 +272,16 @@ def make_constraint(spec: str, length: int | None = None) -> AbstractConstraint 
         ValueError: for an unknown name, a value that is not a number or out of range, a
             value given to a constraint that takes none, or ``"indrnn"`` without a length.
     """
-    name, colon, value = spec.strip().partition(":")
-    if name == "none" and not colon:
+    parsed = CONSTRAINTS.parse(spec)
+    if parsed is None:
         return None
-    cls = CONSTRAINTS.get(name)
+    name, cls, number = parsed
     if cls is not SpectralBound:
-        if colon:
+        if number is not None:
             raise ValueError(f"constraint {name!r} takes no value, received {spec!r}; write '{name}'")
         return cls()
-    try:
-        number = float(value) if colon else (2.0 if name == "indrnn" else 1.0)
-    except ValueError:
-        raise ValueError(
-            f"expected a number after '{name}:', received {value!r}; write e.g. '{name}:1'"
-        ) from None
-    if name != "indrnn":
-        return SpectralBound(number)
+    if name == "spectral":
+        return SpectralBound(1.0 if number is None else number)
     if length is None:
         raise ValueError("the 'indrnn' bound gamma^(1/T) needs the sequence length T; pass length=")
-    return SpectralBound(number, horizon=length)
+    return SpectralBound(2.0 if number is None else number, horizon=length)

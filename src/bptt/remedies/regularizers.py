@@ -427,17 +427,8 @@ def make_regularizer(spec: str) -> AbstractRegularizer | None:
         ValueError: for an unknown name (with the known ones listed), a weight that is not
             a number, or a weight that is not positive and finite.
     """
-    name, colon, value = spec.strip().partition(":")
-    if name == "none" and not colon:
+    parsed = REGULARIZERS.parse(spec)
+    if parsed is None:
         return None
-    cls = REGULARIZERS.get(name)
-    if not colon:
-        return cls()
-    try:
-        weight = float(value)
-    except ValueError:
-        raise ValueError(
-            f"expected a number (the weight) after '{name}:', received {value!r}; "
-            f"write e.g. '{name}:1.0'"
-        ) from None
-    return cls(weight)
+    _, cls, weight = parsed
+    return cls() if weight is None else cls(weight)
