@@ -9,7 +9,7 @@ table continues where it stopped.
     python experiments/remedy_table.py                  # the full table (over an hour on 2 cores)
     python experiments/remedy_table.py --lengths 50 --tasks adding --steps 300   # a quick look
 
-Writes ``OUT/remedy_table.json`` and prints a Markdown table (also ``OUT/remedy_table.md``).
+Writes ``OUT/remedy_table-TASKS.json`` and prints a Markdown table (also ``.md``).
 """
 
 from __future__ import annotations
@@ -165,9 +165,10 @@ def main() -> None:
                 flush=True,
             )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "remedy_table.json").write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=2) + "\n")
+    name = "remedy_table-" + "-".join(args.tasks)
+    (args.out / f"{name}.json").write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=2) + "\n")
     table = markdown(rows, args.steps)
-    (args.out / "remedy_table.md").write_text(table + "\n")
+    (args.out / f"{name}.md").write_text(table + "\n")
     print()
     print(table)
 

@@ -1,9 +1,10 @@
-"""The ``bptt`` command: train, diagnose, replay, doctor, demo, tasks, data."""
+"""The ``bptt`` command: train, diagnose, replay, doctor, sample, demo, tasks, data."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,11 +16,19 @@ from bptt.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from bptt.data import dataset_table
 from bptt.diagnostics import diagnose
 from bptt.doctor import DoctorReport, doctor, findings, format_trials
+from bptt.generate import generate
 from bptt.init import INITS
 from bptt.replay import replay
 from bptt.rundir import RunDirectory
-from bptt.tasks import TASKS, get_task
-from bptt.train import RunResult, build_model, train
+from bptt.tasks import (
+    TASKS,
+    AbstractDatasetTask,
+    AbstractStreamTask,
+    Batch,
+    get_task,
+    task_for_file,
+)
+from bptt.train import RunResult, build_model, make_task, train
 
 DEFAULTS = TrainConfig()
 DIAGNOSE_SEED_OFFSET = 2_000_003
@@ -54,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(commands)
     _add_doctor(commands)
     _add_demo(commands)
+    _add_sample(commands)
     data = commands.add_parser("data", help="list the real data sets, whether each is installed, and its size")
     data.set_defaults(run=_run_data)
     tasks = commands.add_parser("tasks", help="list the tasks with their metric, baseline and threshold")
@@ -87,7 +97,26 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """The flags that set :class:`~bptt.config.TrainConfig` fields (unset ones are absent)."""
     add = parser.add_argument
-    add("--length", type=int, help=f"sequence length / delay (default {DEFAULTS.length})")
+    add(
+        "--length",
+        type=int,
+        help=f"sequence length / delay; for real data: tokens kept per review (sentiment), "
+        f"the truncation length of BPTT (charlm), steps per image (smnist) (default {DEFAULTS.length})",
+    )
+    add(
+        "--data",
+        help="your own data file: a CSV of text,label (sentiment), a UTF-8 text file (charlm) "
+        "or an .npz of x, y[, lengths] (arrays); the task follows from the extension",
+    )
+    add(
+        "--option",
+        dest="task_options",
+        action="append",
+        type=_task_option,
+        metavar="KEY=VALUE",
+        help="a task option, repeatable, e.g. --option dataset=rotten-tomatoes --option limit=1000",
+    )
+    add("--embedding", type=int, help="embedding width for token inputs (default: the task's)")
     add(
         "--cell",
         help=f"cell: {', '.join(CELLS.names())}; skip-rnn:K skips K steps (default {DEFAULTS.cell})",
@@ -152,6 +181,8 @@ def _add_diagnose(commands: argparse._SubParsersAction) -> None:
     add = parser.add_argument
     add("run_dir", nargs="?", type=Path, help="a run directory written by `bptt train`")
     add("--task", help="task of a fresh model (instead of RUN_DIR)")
+    add("--data", help="the task's data file (see bptt train --data)")
+    add("--option", dest="task_options", action="append", type=_task_option, metavar="KEY=VALUE", help="a task option")
     add("--length", type=int, default=DEFAULTS.length, help=f"sequence length (default {DEFAULTS.length})")
     add("--cell", default=DEFAULTS.cell, help=f"cell (default {DEFAULTS.cell})")
     add("--hidden", type=int, default=DEFAULTS.hidden, help=f"hidden units (default {DEFAULTS.hidden})")
@@ -204,6 +235,21 @@ def _add_doctor(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_doctor)
 
 
+def _add_sample(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "sample",
+        help="generate text with a trained language model (a charlm run)",
+        description="Continue a prompt with the model of a charlm run directory, one character at a time.",
+    )
+    add = parser.add_argument
+    add("run_dir", type=Path, help="a run directory written by `bptt train charlm ...`")
+    add("--prompt", default="\n", help="the text to continue (default: a new line)")
+    add("--length", type=int, default=500, help="characters to generate (default 500)")
+    add("--temperature", type=float, default=0.8, help="below 1 conservative, above 1 varied, 0 greedy (default 0.8)")
+    add("--seed", type=int, default=0, help="seeds the sampling (default 0)")
+    parser.set_defaults(run=_run_sample)
+
+
 def _add_demo(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo",
@@ -220,14 +266,29 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     demo.set_defaults(run=_run_demo)
 
 
+def _task_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> ``(key, value)``, the value read as JSON (numbers, true, null) or a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. limit=1000, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
 def _config_from_args(args: argparse.Namespace, saved: Path | None = None) -> TrainConfig:
     """Flags given on the command line, over the config saved in ``saved`` or the defaults."""
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     given = {key: value for key, value in vars(args).items() if key in fields and value is not None}
+    if "task_options" in given:
+        given["task_options"] = dict(given["task_options"])
     if saved is not None:
         return dataclasses.replace(RunDirectory(saved).config(), **given)
+    if "task" not in given and "data" in given:
+        given["task"] = task_for_file(given["data"])
     if "task" not in given:
-        raise ValueError(f"train needs a TASK: one of {', '.join(TASKS.names())}")
+        raise ValueError(f"train needs a TASK (one of {', '.join(TASKS.names())}) or --data FILE")
     return TrainConfig(**given)
 
 
@@ -286,7 +347,7 @@ def _run_diagnose(args: argparse.Namespace) -> int:
     if args.run_dir is not None:
         run = RunDirectory(args.run_dir)
         config = run.config()
-        task = get_task(config.task, config.length)
+        task = make_task(config)
         model = build_model(config, task)
         model.load_state_dict(run.load_checkpoint()["model"])
         source = f"{args.run_dir} (checkpoint at step {run.load_checkpoint()['step']})"
@@ -294,25 +355,43 @@ def _run_diagnose(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig(
             task=args.task, length=args.length, cell=args.cell, hidden=args.hidden,
-            layers=args.layers, init=args.init, seed=args.seed,
+            layers=args.layers, init=args.init, seed=args.seed, data=args.data,
+            task_options=dict(args.task_options or []),
         )
-        task = get_task(config.task, config.length)
+        task = make_task(config)
         torch.manual_seed(config.seed)
         model = build_model(config, task)
         source = f"a fresh {config.cell} model ({config.init or 'default'} initialisation)"
         default_out = Path(f"diagnosis-{config.task}-{config.cell}-T{config.length}.json")
-    batch = task.sample(args.batch, torch.Generator().manual_seed(args.seed + DIAGNOSE_SEED_OFFSET))
+    batch = task.validation_set(args.batch, torch.Generator().manual_seed(args.seed + DIAGNOSE_SEED_OFFSET))
     model.eval()
     diagnosis = diagnose(
-        model, batch.inputs, batch.targets, lambda output, _: task.loss(output, batch),
+        model, batch.inputs, batch.targets, lambda output, _: task.probe_loss(output, batch),
         lengths=batch.lengths, lyapunov_k=args.lyapunov,
     )
     print(f"{task.name} (length {config.length}), {args.batch} sequences, {source}")
     print(diagnosis.summary())
+    if diagnosis.layers and diagnosis.layers[-1].profile_by_distance is not None:
+        print(_reach(diagnosis.layers[-1].profile_by_distance, diagnosis.layers[-1].horizon, batch))
     out = args.out or default_out
     diagnosis.save(out)
     print(f"written: {out}")
     return 0
+
+
+def _reach(by_distance: torch.Tensor, horizon: int, batch: Batch) -> str:
+    """How far back into the sequences the gradient of the probed loss reaches, in words."""
+    relative = by_distance / by_distance[0]
+    distances = [d for d in (1, 3, 10, 30, 100, 300, 1000) if d < len(relative)]
+    profile = ", ".join(f"d={d}: {float(relative[d]):.2g}" for d in distances)
+    steps = batch.inputs.shape[1]
+    lengths = batch.lengths.double() if batch.lengths is not None else torch.full((1,), float(steps))
+    median = float(lengths.median())
+    return (
+        f"\nreach (top layer): ||dL/dh|| d steps before the loss step, relative to it: {profile}\n"
+        f"the gradient reaches {horizon} steps back, {min(1.0, horizon / median):.0%} of the median "
+        f"sequence ({median:.0f} steps; {int(lengths.min())} to {int(lengths.max())})"
+    )
 
 
 def _run_doctor(args: argparse.Namespace) -> int:
@@ -350,6 +429,25 @@ def _run_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_sample(args: argparse.Namespace) -> int:
+    run = RunDirectory(args.run_dir)
+    config = run.config()
+    if not issubclass(TASKS.get(config.task), AbstractStreamTask):  # a wrong run, not a wrong type
+        raise ValueError(  # noqa: TRY004
+            f"{args.run_dir} trained task {config.task!r}, which does not generate text; "
+            "sample from a charlm run (bptt train charlm ...)"
+        )
+    task = make_task(config)
+    model = build_model(config, task)
+    model.load_state_dict(run.load_checkpoint()["model"])
+    text = generate(
+        model, task.tokenizer, args.prompt, args.length, args.temperature,
+        torch.Generator().manual_seed(args.seed),
+    )
+    print(args.prompt + text)
+    return 0
+
+
 def _run_replay(args: argparse.Namespace) -> int:
     outcome = replay(args.capture)
     anomaly = outcome.capture
@@ -373,6 +471,9 @@ def _run_data(args: argparse.Namespace) -> int:
 def _run_tasks(args: argparse.Namespace) -> int:
     print(f"{'task':15} {'metric':14} {'baseline':>9} {'solved at':>10}  description (at length {args.length})")
     for name in TASKS.names():
+        if issubclass(TASKS.get(name), AbstractDatasetTask | AbstractStreamTask):  # reads data
+            print(f"{name:15} {'(real data: see bptt data and docs/data.md)':36}  {TASKS.get(name).description}")
+            continue
         task = get_task(name, args.length)
         direction = ">=" if task.higher_is_better else "<"
         print(

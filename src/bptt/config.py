@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bptt._registry import unknown_name_message
@@ -12,6 +12,7 @@ from bptt.cells import cell_spec
 from bptt.remedies.clipping import make_clipper
 from bptt.remedies.constraints import make_constraint
 from bptt.remedies.regularizers import make_regularizer
+from bptt.tasks import TASKS
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("constant", "cosine")
@@ -24,10 +25,16 @@ class TrainConfig:
 
     Args:
         task: task name (see ``bptt tasks``).
-        length: the task's length knob (sequence length or delay).
+        length: the task's length knob (sequence length or delay; for real data the most
+            tokens kept of a review, the truncation length of BPTT, or the steps per image).
+        data: a data file of the user's for the task (``sentiment``: a CSV of
+            ``text,label``; ``charlm``: a text file; ``arrays``: an ``.npz``).
+        task_options: the task's keyword options, e.g. ``{"dataset": "rotten-tomatoes"}``
+            for ``sentiment`` or ``{"limit": 1000}`` (see each task's docstring).
         cell: cell name (see :data:`bptt.cells.CELLS`).
         hidden: hidden units per layer.
         layers: stacked recurrent layers.
+        embedding: the embedding width for token inputs; ``None`` takes the task's default.
         init: initialisation scheme (see :data:`bptt.init.INITS`); ``None`` uses the
             cell's own (identity for ``irnn``, torch's default otherwise).
         steps: optimizer steps.
@@ -66,9 +73,12 @@ class TrainConfig:
 
     task: str = "adding"
     length: int = 100
+    data: str | None = None
+    task_options: dict[str, Any] = field(default_factory=dict)
     cell: str = "rnn-tanh"
     hidden: int = 128
     layers: int = 1
+    embedding: int | None = None
     init: str | None = None
     steps: int = 2000
     batch: int = 64
@@ -97,6 +107,14 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.embedding is not None and (
+            not isinstance(self.embedding, int) or isinstance(self.embedding, bool) or self.embedding < 1
+        ):
+            raise ValueError(f"embedding must be a positive integer or None, got {self.embedding!r}")
+        if not isinstance(self.task_options, dict) or not all(isinstance(k, str) for k in self.task_options):
+            raise ValueError(
+                f"task_options must be a dict of option names to values, got {self.task_options!r}"
+            )
         for name in ("warmup", "diagnose_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -125,6 +143,7 @@ class TrainConfig:
         if self.regularizer is not None:
             make_regularizer(self.regularizer)
         cell_spec(self.cell)
+        TASKS.get(self.task)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(unknown_name_message("optimizer", self.optimizer, list(OPTIMIZERS)))
         if self.schedule not in SCHEDULES:

@@ -40,8 +40,7 @@ from bptt.config import TrainConfig
 from bptt.diagnostics import Diagnosis, diagnose
 from bptt.diagnostics.diagnosis import LayerDiagnosis
 from bptt.rundir import RunDirectory, read_jsonl
-from bptt.tasks import get_task
-from bptt.train import RunResult, build_model, train
+from bptt.train import RunResult, build_model, make_task, train
 
 __all__ = [
     "Cure",
@@ -172,7 +171,7 @@ def examine(
     Returns:
         An :class:`Examination`.
     """
-    task = get_task(config.task, config.length)
+    task = make_task(config)
     torch.manual_seed(config.seed)
     model = build_model(config, task)
     generator = torch.Generator().manual_seed(seed + EXAMINE_SEED_OFFSET)
@@ -192,7 +191,7 @@ def examine(
     batch = task.sample(batch_size, generator)
     model.eval()
     diagnosis = diagnose(
-        model, batch.inputs, batch.targets, lambda output, _: task.loss(output, batch),
+        model, batch.inputs, batch.targets, lambda output, _: task.probe_loss(output, batch),
         lengths=batch.lengths, products=False,
     )
     finite = torch.isfinite(norms)

@@ -7,6 +7,7 @@ import abc
 import torch
 from torch import Tensor, nn
 
+from bptt.cells.base import State
 from bptt.recurrent import Recurrent
 
 
@@ -73,10 +74,23 @@ class SequenceModel(nn.Module):
         self.head = head
 
     def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return self.forward_with_state(inputs, None, lengths)[0]
+
+    def forward_with_state(
+        self, inputs: Tensor, state: State | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        """Like :meth:`forward`, starting from ``state`` and returning the final state too.
+
+        This is how a stream is processed in chunks (truncated BPTT, generation): pass each
+        chunk the state the previous one returned, detached to truncate the gradient.
+
+        Returns:
+            ``(prediction, final_state)``, the state as :class:`~bptt.Recurrent` returns it.
+        """
         if self.embedding is not None:
             inputs = self._embed(inputs)
-        outputs, _ = self.recurrent(inputs, lengths=lengths)
-        return self.head(outputs, lengths)
+        outputs, final = self.recurrent(inputs, state, lengths=lengths)
+        return self.head(outputs, lengths), final
 
     def _embed(self, tokens: Tensor) -> Tensor:
         vocab = self.embedding.num_embeddings

@@ -12,8 +12,8 @@ from torch import nn
 from bptt.config import TrainConfig
 from bptt.diagnostics.diagnosis import Diagnosis, LossFunction, diagnose
 from bptt.diagnostics.watch import load_capture
-from bptt.tasks import Batch, get_task
-from bptt.train import build_model
+from bptt.tasks import Batch
+from bptt.train import build_model, make_task
 
 __all__ = ["Replay", "replay"]
 
@@ -53,7 +53,7 @@ def replay(path: str | Path, model: nn.Module | None = None, loss_fn: LossFuncti
                 "and loss_fn to replay(path, model, loss_fn)"
             )
         config = TrainConfig.from_dict(capture["config"])
-        task = get_task(config.task, config.length)
+        task = make_task(config)
         model = build_model(config, task) if model is None else model
         batch = Batch(capture["inputs"], capture["targets"], lengths)
         loss_fn = loss_fn or (lambda output, _: task.loss(output, batch))

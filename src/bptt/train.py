@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import sys
 import time
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bptt.cells import cell_spec
+from bptt.cells import State, cell_spec, map_state
 from bptt.config import TrainConfig
 from bptt.diagnostics.profile import decay_rate, effective_horizon
 from bptt.diagnostics.watch import Watch
@@ -33,7 +34,7 @@ from bptt.remedies.constraints import AbstractConstraint, make_constraint
 from bptt.remedies.guards import NonFiniteGuard
 from bptt.remedies.regularizers import make_regularizer
 from bptt.rundir import RunDirectory, read_jsonl
-from bptt.tasks import AbstractTask, Batch, get_task
+from bptt.tasks import TASKS, AbstractStreamTask, AbstractTask, Batch, get_task
 
 VALIDATION_SEED_OFFSET = 1_000_003
 """The validation set is drawn from ``seed + VALIDATION_SEED_OFFSET``, apart from training data."""
@@ -57,6 +58,8 @@ class RunResult:
             or the updated weights were NaN/Inf (skipped or rolled back).
         solved_at: the first evaluation step at which the task counted as solved, or
             ``None`` if it never did (evaluations are ``config.eval_every`` steps apart).
+        test_metrics: the metrics on the task's held-out test split at the end, for
+            tasks on real data (``None`` for generated tasks).
     """
 
     run_dir: Path
@@ -70,22 +73,55 @@ class RunResult:
     decay_rate: float
     nonfinite_steps: int
     solved_at: int | None = None
+    test_metrics: dict[str, float] | None = None
 
     def verdict(self) -> str:
         """One sentence: solved or not, the metric against the baseline and threshold."""
         value = self.metrics[self.metric_name]
         status = "SOLVED" if self.solved else "not solved"
+        test = ""
+        if self.test_metrics is not None:
+            test = f" (test {self.test_metrics[self.metric_name]:.4g})"
         return (
-            f"{status}: validation {self.metric_name} {value:.4g} vs trivial baseline "
+            f"{status}: validation {self.metric_name} {value:.4g}{test} vs trivial baseline "
             f"{self.baseline:.4g} (solved at {self.solved_threshold:.4g}); the gradient reaches "
             f"{self.horizon} steps back (per-step factor {self.decay_rate:.3g})"
         )
 
 
+def make_task(config: TrainConfig) -> AbstractTask:
+    """The task ``config`` names, with its data file and options.
+
+    Raises:
+        ValueError: for an unknown task, an option the task does not take, or bad data.
+    """
+    options = dict(config.task_options)
+    if config.data is not None:
+        options["data"] = config.data
+    task_type = TASKS.get(config.task)
+    accepted = [
+        name for name, parameter in inspect.signature(task_type).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        what = "a data file" if unknown == ["data"] else f"the options {unknown}"
+        raise ValueError(
+            f"task {config.task!r} does not take {what}; its options are {accepted or 'none'}"
+        )
+    return get_task(config.task, config.length, **options)
+
+
 def build_model(config: TrainConfig, task: AbstractTask) -> SequenceModel:
     """The model a config describes, for ``task``'s inputs and outputs, initialised."""
+    if config.embedding is not None and task.vocab_size is None:
+        raise ValueError(
+            f"embedding={config.embedding} applies to token inputs, but task {task.name!r} "
+            "has float features; leave embedding unset"
+        )
+    input_size = task.input_size if task.vocab_size is None else config.embedding or task.input_size
     recurrent = Recurrent.from_name(
-        config.cell, task.input_size, config.hidden, config.layers, residual=config.residual
+        config.cell, input_size, config.hidden, config.layers, residual=config.residual
     )
     head_type = PerStepHead if task.many_to_many else LastStepHead
     model = SequenceModel(recurrent, head_type(config.hidden, task.num_outputs), task.vocab_size)
@@ -149,11 +185,36 @@ def evaluate(model: nn.Module, task: AbstractTask, data: Batch, chunk: int = 256
     return totals
 
 
+@torch.no_grad()
+def evaluate_stream(
+    model: SequenceModel, task: AbstractStreamTask, split: str, streams: int, max_tokens: int | None = None
+) -> dict[str, float]:
+    """The task's metrics on ``split`` read as ``streams`` parallel parts, carrying the state.
+
+    Every token of the (first ``max_tokens`` of the) split is predicted from all the text
+    before it in its part, as in training with truncated BPTT; metrics are averaged over
+    tokens.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    totals: dict[str, float] = {}
+    count, state = 0, None
+    for chunk in task.chunks(split, streams, max_tokens):
+        chunk = chunk.to(device)
+        prediction, state = model.forward_with_state(chunk.inputs, state)
+        size = chunk.targets.numel()
+        for name, value in task.metrics(prediction, chunk).items():
+            totals[name] = totals.get(name, 0.0) + value * size
+        count += size
+    model.train()
+    return {name: total / count for name, total in totals.items()}
+
+
 def gradient_reach(model: SequenceModel, task: AbstractTask, data: Batch) -> tuple[int, float]:
     """Effective horizon and per-step decay of ``||dL/dh_k||`` on one batch (top layer)."""
     model.zero_grad(set_to_none=True)
     with model.recurrent.recording_profile() as profile:
-        task.loss(model(data.inputs, data.lengths), data).backward()
+        task.probe_loss(model(data.inputs, data.lengths), data).backward()
     model.zero_grad(set_to_none=True)
     norms = profile.norms()
     if not torch.isfinite(norms).all():
@@ -193,15 +254,24 @@ def train(
         A :class:`RunResult`; also written to ``out/summary.json``.
     """
     # Validate everything before touching the disk: a bad name must not leave a run dir.
-    task = get_task(config.task, config.length)
+    task = make_task(config)
     torch.manual_seed(config.seed)
     model = build_model(config, task).to(device)
     optimizer = make_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
     data_rng = torch.Generator().manual_seed(config.seed)
-    validation = task.sample(
+    validation = task.validation_set(
         config.eval_size, torch.Generator().manual_seed(config.seed + VALIDATION_SEED_OFFSET)
     ).to(device)
+    # a stream (charlm) is read in chunks carrying the state (truncated BPTT); its
+    # validation score carries the state too, over eval_size chunks' worth of tokens
+    streaming = isinstance(task, AbstractStreamTask)
+    carried: State | None = None
+
+    def validate() -> dict[str, float]:
+        if streaming:
+            return evaluate_stream(model, task, "validation", config.batch, config.eval_size * config.length)
+        return evaluate(model, task, validation)
 
     clipper = make_training_clipper(config)
     constraint = make_training_constraint(config)
@@ -217,6 +287,7 @@ def train(
         torch.set_rng_state(state["rng"]["torch"])
         data_rng.set_state(state["rng"]["data"])
         step, nonfinite_steps = state["step"], state["nonfinite_steps"]
+        carried = state.get("carried_state")
         if clipper is not None and "clipper" in state:
             clipper.load_state_dict(state["clipper"])
         run.truncate_logs(step)
@@ -234,6 +305,7 @@ def train(
                 "rng": {"torch": torch.get_rng_state(), "data": data_rng.get_state()},
                 "nonfinite_steps": nonfinite_steps,
                 "clipper": clipper.state_dict() if clipper is not None else {},
+                "carried_state": carried,
             }
         )
 
@@ -246,14 +318,23 @@ def train(
     )
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=config.steps, initial=step, disable=not show, desc=f"{config.cell} {config.task}")
-    metrics = evaluate(model, task, validation) if step >= config.steps else {}
+    metrics = validate() if step >= config.steps else {}
     started = time.perf_counter()
     while step < config.steps:
-        # 1. data
-        batch = task.sample(config.batch, data_rng).to(device)
-        # 2. forward and loss (recording the states when the regulariser reads them)
+        # 1. data: a random batch, or the stream's next chunk (the state restarts with it)
+        if streaming:
+            batch, restart = task.stream_batch(step, config.batch)
+            carried = None if restart else carried
+        else:
+            batch = task.sample(config.batch, data_rng)
+        batch = batch.to(device)
+        # 2. forward and loss (recording the states when the regulariser reads them); a
+        #    stream carries its final state to the next chunk, detached: truncated BPTT
         with model.recurrent.recording_tape() if taped else contextlib.nullcontext() as tapes:
-            loss = task.loss(model(batch.inputs, batch.lengths), batch)
+            prediction, final = model.forward_with_state(batch.inputs, carried, batch.lengths)
+            loss = task.loss(prediction, batch)
+        if streaming:
+            carried = map_state(torch.Tensor.detach, final)
         penalty = regularizer.penalty(model, loss, tapes) if regularizer else None
         # 3. backward
         optimizer.zero_grad(set_to_none=True)
@@ -275,6 +356,7 @@ def train(
         applied = guard.step(loss_value)  # optimizer.step() only if everything is finite
         if not applied:
             nonfinite_steps += 1
+            carried = None  # a non-finite state must not reach the next chunk
         elif constraint is not None:
             constraint.project_(model)  # e.g. the spectral bound; parametrisations need none
         # 6. learning-rate schedule
@@ -299,7 +381,7 @@ def train(
             callback(record)
         # 8. evaluate and checkpoint on schedule
         if step % config.eval_every == 0 or step == config.steps:
-            metrics = evaluate(model, task, validation)
+            metrics = validate()
             run.log({"step": step, "split": "validation", **metrics})
             bar.write(_eval_line(step, task, metrics, nonfinite_steps))
         if step % config.checkpoint_every == 0 or step == config.steps:
@@ -309,6 +391,11 @@ def train(
     bar.close()
 
     horizon, rate = gradient_reach(model, task, _slice(validation, 0, config.batch))
+    test = task.test_set()
+    if streaming:
+        test_metrics = evaluate_stream(model, task, "test", config.batch)
+    else:
+        test_metrics = None if test is None else evaluate(model, task, test.to(device))
     value = metrics[task.metric_name]
     result = RunResult(
         run_dir=Path(out),
@@ -322,6 +409,7 @@ def train(
         decay_rate=rate,
         nonfinite_steps=nonfinite_steps,
         solved_at=_first_solved(run, task),
+        test_metrics=test_metrics,
     )
     run.write_summary(
         {
