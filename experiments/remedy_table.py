@@ -26,7 +26,9 @@ from typing import Any
 import torch
 
 from bptt import TrainConfig, train
-from bptt.rundir import read_jsonl
+from bptt.rundir import RunDirectory, read_jsonl
+from bptt.tasks import Batch
+from bptt.train import VALIDATION_SEED_OFFSET, build_model, gradient_reach, make_task
 
 REMEDIES: dict[str, dict[str, Any]] = {
     "rnn-tanh": {},
@@ -53,7 +55,7 @@ def run_one(job: tuple[str, dict[str, Any], Path]) -> dict[str, Any]:
     torch.set_num_threads(1)  # two runs side by side on two cores
     config = TrainConfig(**fields)
     summary_path = out / "summary.json"
-    if summary_path.exists() and json.loads((out / "config.json").read_text()) == config.to_dict():
+    if summary_path.exists() and RunDirectory(out).config() == config:  # fields added since: defaults
         summary = json.loads(summary_path.read_text())
     else:
         started = time.perf_counter()
@@ -79,12 +81,26 @@ def run_one(job: tuple[str, dict[str, Any], Path]) -> dict[str, Any]:
         "below_half_baseline_at": half[0] if half else None,
         "solved": summary["solved"],
         "solved_at": summary.get("solved_at"),
-        "horizon": summary["horizon"],
+        "horizon": horizon_after_training(config, out),
         "nonfinite_steps": summary["nonfinite_steps"],
         "max_grad_norm": max(norms) if norms else None,
         "seconds": summary.get("wall_seconds"),
         "config": config.to_dict(),
     }
+
+
+def horizon_after_training(config: TrainConfig, out: Path) -> int:
+    """How far back the gradient of the task's probe loss reaches, from the final checkpoint.
+
+    The same batch as ``bptt.train``'s own measurement, recomputed so that cached runs get
+    the current definition (e.g. copy's probe: the loss of the recall steps alone).
+    """
+    task = make_task(config)
+    model = build_model(config, task)
+    model.load_state_dict(RunDirectory(out).load_checkpoint()["model"])
+    generator = torch.Generator().manual_seed(config.seed + VALIDATION_SEED_OFFSET)
+    validation = task.validation_set(config.eval_size, generator)
+    return gradient_reach(model, task, Batch(*(part[: config.batch] for part in (validation.inputs, validation.targets))))[0]
 
 
 def markdown(rows: list[dict[str, Any]], steps: int) -> str:

@@ -39,10 +39,10 @@ def reviews_csv(tmp_path):
 
 
 def charlm_config(text_file, **changes) -> TrainConfig:
-    values = dict(
-        task="charlm", data=str(text_file), length=12, cell="lstm", hidden=16, steps=8, batch=4,
-        eval_every=4, eval_size=4, checkpoint_every=4, diagnose_every=0, seed=3,
-    )
+    values = {
+        "task": "charlm", "data": str(text_file), "length": 12, "cell": "lstm", "hidden": 16, "steps": 8,
+        "batch": 4, "eval_every": 4, "eval_size": 4, "checkpoint_every": 4, "diagnose_every": 0, "seed": 3,
+    }
     return TrainConfig(**{**values, **changes})
 
 

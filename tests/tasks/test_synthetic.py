@@ -353,3 +353,16 @@ def test_agreement_vocabulary_decodes_token_ids():
     assert task.vocabulary == AGREEMENT_VOCABULARY and task.vocabulary[AGREEMENT_PAD] == "<pad>"
     assert task.decode([1, 2, 0, 0]) == "the that"
     assert task.decode(torch.tensor([1, 2])) == "the that"
+
+
+def test_copy_probe_is_the_loss_of_the_recall_steps_alone():
+    task = CopyTask(20)
+    batch = task.sample(4, torch.Generator().manual_seed(0))
+    prediction = torch.randn(4, batch.targets.shape[1], task.num_outputs)
+    recalled = slice(-task.num_symbols, None)
+    expected = torch.nn.functional.cross_entropy(
+        prediction[:, recalled].flatten(0, 1), batch.targets[:, recalled].flatten()
+    )
+    torch.testing.assert_close(task.probe_loss(prediction, batch), expected)
+    prediction[:, : -task.num_symbols] = 1e6  # the blank steps do not count
+    torch.testing.assert_close(task.probe_loss(prediction, batch), expected)

@@ -198,6 +198,10 @@ def _load_arrays(path: Path, stamp: tuple[int, int] | None) -> tuple[Tensor, Ten
     if 0 in x.shape:
         raise ValueError(f"{path}: x is empty (shape {x.shape}); it needs at least one sequence, step and feature")
     n, steps = x.shape[:2]
+    if y.dtype == np.bool_:
+        y = y.astype(np.int64)  # binary labels
+    if np.iscomplexobj(x) or np.iscomplexobj(y):
+        raise ValueError(f"{path}: x and y must be real numbers, got {x.dtype} and {y.dtype}")
     if y.shape[:1] != (n,) or not np.issubdtype(y.dtype, np.number):
         raise ValueError(f"{path}: y must be numeric with one row per sequence ({n}), got {y.dtype} of shape {y.shape}")
     if y.size == 0:

@@ -342,8 +342,11 @@ class AbstractStreamTask(AbstractTask):
         """``split`` (its first ``max_tokens``) as consecutive chunks of parallel parts.
 
         Run them in order carrying the state to score the split; the last chunk may be
-        shorter than ``length``.
+        shorter than ``length``. A split too short for ``batch_size`` parts of at least
+        ``length`` tokens is cut into fewer parts.
         """
+        tokens = self.streams[split][:max_tokens].numel()
+        batch_size = max(1, min(check_count("batch_size", batch_size), (tokens - 1) // self.length))
         inputs, targets = self._parts(split, batch_size, max_tokens)
         return [
             Batch(inputs[:, start : start + self.length], targets[:, start : start + self.length])
@@ -387,7 +390,7 @@ class AbstractStreamTask(AbstractTask):
     def _parts(self, split: str, batch_size: int, max_tokens: int | None = None) -> tuple[Tensor, Tensor]:
         """``split`` cut into ``batch_size`` contiguous parts: inputs and next-token targets."""
         stream = self.streams[split][:max_tokens]
-        batch_size = max(1, min(check_count("batch_size", batch_size), stream.numel() - 1))
+        batch_size = check_count("batch_size", batch_size)
         part = (stream.numel() - 1) // batch_size
         inputs = stream[: batch_size * part].view(batch_size, part)
         return inputs, stream[1 : batch_size * part + 1].view(batch_size, part)

@@ -108,6 +108,10 @@ class PermutedMNISTTask(AbstractImageTask):
 
     def __init__(self, length: int, *, permutation_seed: int = 0, limit: int | None = None) -> None:
         super().__init__(length, _mnist(limit), permutation_seed)
+        self.permutation_seed = permutation_seed
+
+    def __repr__(self) -> str:
+        return f"PermutedMNISTTask(length={self.length}, permutation_seed={self.permutation_seed})"
 
 
 @final

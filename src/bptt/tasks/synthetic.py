@@ -195,6 +195,15 @@ class CopyTask(AbstractTask):
         self.check_prediction(prediction, batch)
         return F.cross_entropy(prediction.flatten(0, 1), batch.targets.flatten())
 
+    def probe_loss(self, prediction: Tensor, batch: Batch) -> Tensor:
+        """The loss of the ``K`` recall steps alone: how far back from them the gradient reaches.
+
+        The blank steps' own losses would make every step's gradient large and hide the reach.
+        """
+        self.check_prediction(prediction, batch)
+        recalled = slice(-self.num_symbols, None)
+        return F.cross_entropy(prediction[:, recalled].flatten(0, 1), batch.targets[:, recalled].flatten())
+
     @torch.no_grad()
     def metrics(self, prediction: Tensor, batch: Batch) -> dict[str, float]:
         cross_entropy = self.loss(prediction, batch)  # checks the shape first

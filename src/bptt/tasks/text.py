@@ -189,7 +189,7 @@ def read_labelled_csv(path: str | Path) -> tuple[list[tuple[str, int]], tuple[st
     except UnicodeDecodeError as error:
         raise ValueError(f"{path} is not UTF-8 text ({error}); re-encode it as UTF-8") from None
     rows = deduplicate(rows)  # type: ignore[arg-type]  # labels are still strings here
-    class_names = tuple(sorted(Counter(label for _, label in rows)))
+    class_names = tuple(sorted(Counter(label for _, label in rows), key=_label_order))
     if len(class_names) < 2:
         raise ValueError(
             f"{path}: a classifier needs at least two distinct labels, got {list(class_names)} "
@@ -197,6 +197,14 @@ def read_labelled_csv(path: str | Path) -> tuple[list[tuple[str, int]], tuple[st
         )
     index = {name: i for i, name in enumerate(class_names)}
     return [(text, index[label]) for text, label in rows], class_names
+
+
+def _label_order(label: str) -> tuple[int, float, str]:
+    """Numbers in numeric order ("2" before "10"), then other labels alphabetically."""
+    try:
+        return 0, float(label), label
+    except ValueError:
+        return 1, 0.0, label
 
 
 @final
