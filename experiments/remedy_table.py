@@ -111,8 +111,8 @@ def markdown(rows: list[dict[str, Any]], steps: int) -> str:
         lengths = sorted({row["length"] for row in task_rows})
         first = task_rows[0]
         lines += [
-            (f"**{task}**: validation {first['metric']} after {steps} steps (trivial baseline "
-            f"{first['baseline']:.3g}); `½@N`: first below half the baseline at step N; **bold** = "
+            (f"**{task}**: validation {first['metric']} after {steps} steps (in brackets: as a share of "
+            f"the trivial baseline, {_baselines(task_rows)}); `½@N`: first below half the baseline at step N; **bold** = "
             "solved, `✓@N` at step N; `h`: gradient horizon after training (steps back); `nf`: "
             "non-finite steps skipped."),
             "",
@@ -130,8 +130,16 @@ def markdown(rows: list[dict[str, Any]], steps: int) -> str:
     return "\n".join(lines)
 
 
+def _baselines(rows: list[dict[str, Any]]) -> str:
+    values = {row["length"]: row["baseline"] for row in rows}
+    if len(set(values.values())) == 1:
+        return f"{next(iter(values.values())):.3g}"
+    return ", ".join(f"{value:.3g} at T = {length}" for length, value in sorted(values.items()))
+
+
 def _cell(row: dict[str, Any]) -> str:
-    text = f"**{row['value']:.3g}**" if row["solved"] else f"{row['value']:.3g}"
+    value = f"{row['value']:.3g} ({row['value'] / row['baseline']:.0%})"
+    text = f"**{value}**" if row["solved"] else value
     if row["below_half_baseline_at"] is not None:
         text += f" ½@{row['below_half_baseline_at']}"
     if row["solved"]:
