@@ -281,3 +281,8 @@ def test_solved_at_is_the_first_solved_evaluation(tmp_path):
     easy = TrainConfig(**{**TINY.to_dict(), "task": "adding", "length": 2, "steps": 300, "eval_every": 100, "lr": 0.01})
     result = train(easy, tmp_path / "easy", progress=False)
     assert result.solved and result.solved_at in (100, 200, 300)
+
+
+def test_a_run_directory_opens_from_a_string_path(tmp_path):
+    train(TINY, tmp_path / "run", progress=False)
+    assert RunDirectory(str(tmp_path / "run")).config() == TINY

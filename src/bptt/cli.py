@@ -472,7 +472,7 @@ def _run_tasks(args: argparse.Namespace) -> int:
     print(f"{'task':15} {'metric':14} {'baseline':>9} {'solved at':>10}  description (at length {args.length})")
     for name in TASKS.names():
         if issubclass(TASKS.get(name), AbstractDatasetTask | AbstractStreamTask):  # reads data
-            print(f"{name:15} {'(real data: see bptt data and docs/data.md)':36}  {TASKS.get(name).description}")
+            print(f"{name:15} {'(real data)':14} {'-':>9} {'-':>10}  {TASKS.get(name).description}")
             continue
         task = get_task(name, args.length)
         direction = ">=" if task.higher_is_better else "<"
@@ -480,6 +480,7 @@ def _run_tasks(args: argparse.Namespace) -> int:
             f"{name:15} {task.metric_name:14} {task.baseline:9.4g} {direction:>3}{task.solved_threshold:7.4g}  "
             f"{task.description}"
         )
+    print("\nreal-data tasks: metrics and baselines come from the data (bptt data, docs/data.md)")
     return 0
 
 

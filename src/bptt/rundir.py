@@ -72,8 +72,8 @@ class RunDirectory:
     Use :meth:`create` for a new run and :meth:`resume` to continue one.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
 
     @classmethod
     def create(cls, path: str | Path, config: TrainConfig, overwrite: bool = False) -> RunDirectory:
