@@ -69,7 +69,8 @@ def main() -> None:
     print("| test accuracy | " + " | ".join(f"{row['test_accuracy']:.1%}" for row in rows) + " |")
     print("| horizon (tokens back) | " + " | ".join(str(row["horizon"]) for row in rows) + " |")
     print("| λ₁ (per token) | " + " | ".join(f"{row['lyapunov_1']:.3f}" for row in rows) + " |")
-    for d in DISTANCES:
+    longest = max(len(row["relative_by_distance"]) for row in rows)
+    for d in (d for d in DISTANCES if d < longest):
         cells = [row["relative_by_distance"][d] if d < len(row["relative_by_distance"]) else float("nan") for row in rows]
         print(f"| ‖dL/dh‖ at d = {d} | " + " | ".join(f"{value:.2g}" for value in cells) + " |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
