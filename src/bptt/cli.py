@@ -20,6 +20,7 @@ from bptt.generate import generate
 from bptt.init import INITS
 from bptt.replay import replay
 from bptt.rundir import RunDirectory
+from bptt.study import PRESETS, STORE, StudySpec, parse_list, run_study
 from bptt.tasks import (
     TASKS,
     AbstractDatasetTask,
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_doctor(commands)
     _add_demo(commands)
     _add_sample(commands)
+    _add_study(commands)
     data = commands.add_parser("data", help="list the real data sets, whether each is installed, and its size")
     data.set_defaults(run=_run_data)
     tasks = commands.add_parser("tasks", help="list the tasks with their metric, baseline and threshold")
@@ -248,6 +250,34 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
     add("--temperature", type=float, default=0.8, help="below 1 conservative, above 1 varied, 0 greedy (default 0.8)")
     add("--seed", type=int, default=0, help="seeds the sampling (default 0)")
     parser.set_defaults(run=_run_sample)
+
+
+def _add_study(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "study",
+        help="run a grid of configurations x clipping x lengths x seeds into one SQLite store",
+        description=(
+            "Expand a grid into ordinary runs (OUT/trials/KEY), record each trial's summary in "
+            "OUT/study.sqlite, and print the success rate per configuration and length. Re-running "
+            "skips finished trials and retries failed or interrupted ones."
+        ),
+    )
+    add = parser.add_argument
+    add("task", nargs="?", help="task name (or give --spec FILE.toml)")
+    add("--spec", type=Path, help="a TOML file with the study's fields (task, lengths, configs, clips, seeds, steps, [base])")
+    add("--lengths", help="comma-separated lengths, e.g. 50,100,200")
+    add("--configs", help=f"comma-separated configurations: cell names or {', '.join(PRESETS)}")
+    add("--clip", dest="clips", help="comma-separated clip specs, none for no clipping (default none)")
+    add("--seeds", type=int, help="seeds per cell of the grid (default 1)")
+    add("--steps", type=int, help="optimizer steps per trial (default 2000)")
+    add("--hidden", type=int, help="hidden units (default: TrainConfig's)")
+    add("--batch", type=int, help="batch size (default: TrainConfig's)")
+    add("--name", help="the study's name in the store (default: the task)")
+    add("--out", type=Path, help="study directory (default runs/study-TASK)")
+    add("--workers", type=int, help="trials at once, one thread each (default: CPU count)")
+    add("--no-retry", action="store_true", help="leave failed trials failed")
+    add("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_study)
 
 
 def _add_demo(commands: argparse._SubParsersAction) -> None:
@@ -446,6 +476,49 @@ def _run_sample(args: argparse.Namespace) -> int:
     )
     print(args.prompt + text)
     return 0
+
+
+def _study_spec(args: argparse.Namespace) -> StudySpec:
+    """The grid of ``bptt study``: from --spec FILE, overridden by the flags given."""
+    if args.spec is None and args.task is None:
+        raise ValueError("study needs a TASK or --spec FILE.toml")
+    spec = StudySpec.from_toml(args.spec) if args.spec is not None else None
+    fields = dataclasses.asdict(spec) if spec is not None else {"task": args.task, "lengths": None, "configs": None}
+    if args.task is not None:
+        fields["task"] = args.task
+    for name, kind in (("lengths", int), ("configs", str), ("clips", str)):
+        if getattr(args, name) is not None:
+            fields[name] = parse_list(getattr(args, name), kind)
+    for name in ("seeds", "steps"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    fields["name"] = args.name or (spec.name if spec is not None else fields["task"])
+    base = dict(fields.get("base") or {})
+    base.update({n: getattr(args, n) for n in ("hidden", "batch") if getattr(args, n) is not None})
+    fields["base"] = base
+    missing = [name for name in ("lengths", "configs") if not fields.get(name)]
+    if missing:
+        raise ValueError(f"study needs {' and '.join('--' + m for m in missing)} (or --spec FILE.toml)")
+    return StudySpec(**fields)
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    spec = _study_spec(args)
+    out = args.out or Path(f"runs/study-{spec.name}")
+    total = len(spec.trials())
+    print(f"study {spec.name!r}: {total} trials of {spec.task} ({spec.steps} steps each) in {out}")
+    result = run_study(
+        spec, out, workers=args.workers, retry_failed=not args.no_retry,
+        progress=False if args.no_progress else None,
+    )
+    print(f"ran {result.ran} trials ({total - result.ran} already finished)")
+    print(result.table())
+    failed = [t for t in result.trials if t.status != "finished"]
+    for trial in failed[:5]:
+        last = (trial.error or "interrupted").strip().splitlines()[-1]
+        print(f"not finished ({trial.status}): {trial.run_dir}: {last}")
+    print(f"store: {out / STORE}")
+    return 1 if failed else 0
 
 
 def _run_replay(args: argparse.Namespace) -> int:
