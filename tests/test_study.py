@@ -116,3 +116,22 @@ def test_the_study_command_prints_the_success_table(tmp_path, capsys):
     assert "ran 0 trials (4 already finished)" in capsys.readouterr().out
     assert main(["study", "adding", "--configs", "gru", "--out", str(tmp_path / "x")]) == 2
     assert "study needs --lengths" in capsys.readouterr().err
+
+
+def test_ray_runs_the_grid_on_a_local_instance_limited_to_two_cpus(tmp_path):
+    ray = importlib.import_module("ray")  # installed with the test extra
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        spec = tiny_spec(configs=("rnn-tanh",), clips=("none", "norm:1"))
+        result = run_study(spec, tmp_path, executor="ray", progress=False)
+        assert ray.cluster_resources()["CPU"] == 2
+    finally:
+        ray.shutdown()
+    assert result.ran == 4 and {t.status for t in result.trials} == {"finished"}
+    assert all((tmp_path / "trials" / t.key / "summary.json").exists() for t in result.trials)
+    assert run_study(spec, tmp_path, executor="local", workers=1, progress=False).ran == 0
+
+
+def test_an_unknown_executor_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown executor 'slurm'"):
+        run_study(tiny_spec(), tmp_path, executor="slurm")

@@ -20,7 +20,7 @@ from bptt.generate import generate
 from bptt.init import INITS
 from bptt.replay import replay
 from bptt.rundir import RunDirectory
-from bptt.study import PRESETS, STORE, StudySpec, parse_list, run_study
+from bptt.study import EXECUTORS, PRESETS, STORE, StudySpec, parse_list, run_study
 from bptt.tasks import (
     TASKS,
     AbstractDatasetTask,
@@ -274,7 +274,9 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
     add("--batch", type=int, help="batch size (default: TrainConfig's)")
     add("--name", help="the study's name in the store (default: the task)")
     add("--out", type=Path, help="study directory (default runs/study-TASK)")
-    add("--workers", type=int, help="trials at once, one thread each (default: CPU count)")
+    add("--executor", default="local", choices=EXECUTORS, help="local process pool, or Ray tasks (pip install 'bptt[ray]')")
+    add("--address", help="ray: the cluster to join, e.g. ray://head:10001 or auto (default: a local instance)")
+    add("--workers", type=int, help="local: processes, one thread each; ray: CPUs of the local instance (default: all)")
     add("--no-retry", action="store_true", help="leave failed trials failed")
     add("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run_study)
@@ -508,7 +510,8 @@ def _run_study(args: argparse.Namespace) -> int:
     total = len(spec.trials())
     print(f"study {spec.name!r}: {total} trials of {spec.task} ({spec.steps} steps each) in {out}")
     result = run_study(
-        spec, out, workers=args.workers, retry_failed=not args.no_retry,
+        spec, out, executor=args.executor, workers=args.workers, address=args.address,
+        retry_failed=not args.no_retry,
         progress=False if args.no_progress else None,
     )
     print(f"ran {result.ran} trials ({total - result.ran} already finished)")

@@ -19,7 +19,7 @@ import os
 import time
 import tomllib
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -165,22 +165,38 @@ class StudyResult:
         return "\n".join(lines)
 
 
+EXECUTORS = ("local", "ray")
+
+
 def run_study(
     spec: StudySpec,
     out: str | Path,
     *,
+    executor: str = "local",
     workers: int | None = None,
+    address: str | None = None,
     retry_failed: bool = True,
     progress: bool | None = None,
     on_trial: Callable[[TrialRecord], None] | None = None,
 ) -> StudyResult:
-    """Run the trials of ``spec`` that are not finished, ``workers`` at a time.
+    """Run the trials of ``spec`` that are not finished.
+
+    This process claims each trial in the store, hands it to the executor, and records the
+    summary (or the error) that comes back: only the driver writes the store, so workers on
+    other machines need no access to it. A trial still claimed when the study is killed is
+    marked failed at the start of the next run, and retried.
 
     Args:
         spec: the grid.
-        out: the study directory: ``study.sqlite`` and ``trials/KEY/`` run directories.
-        workers: processes (each with one torch thread); ``None``: the CPU count; 1 runs the
-            trials in this process, one after the other.
+        out: the study directory: ``study.sqlite`` and ``trials/KEY/`` run directories
+            (on a Ray cluster, a path every node can write, e.g. a shared file system).
+        executor: ``"local"`` (a process pool) or ``"ray"`` (Ray tasks, one CPU each;
+            ``pip install bptt[ray]``).
+        workers: local: processes, each with one torch thread (``None``: the CPU count; 1
+            runs the trials in this process). Ray: the CPUs of a local Ray instance
+            started here (``None``: all); ignored with ``address``.
+        address: the Ray cluster to join, e.g. ``"ray://head:10001"`` or ``"auto"``;
+            ``None`` starts a local instance (or uses the one already initialised).
         retry_failed: run failed trials again.
         progress: a progress bar over trials; ``None`` shows one when stderr is a terminal.
         on_trial: called with each trial's record when it ends.
@@ -188,6 +204,8 @@ def run_study(
     Returns:
         The store's trials of this study, and how many ran.
     """
+    if executor not in EXECUTORS:
+        raise ValueError(unknown_name_message("executor", executor, list(EXECUTORS)))
     configs = spec.trials()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -198,55 +216,88 @@ def run_study(
         )
         store.recover_interrupted(spec.name)
         ours = set(keys)
-        todo = [key for key in store.todo(retry_failed, spec.name) if key in ours]
-        workers = workers or os.cpu_count() or 1
+        todo = [store.trial(key) for key in store.todo(retry_failed, spec.name) if key in ours]
         disable = None if progress is None else not progress  # None: only on a terminal
         bar = tqdm(total=len(todo), desc=f"study {spec.name}", unit="trial", disable=disable)
-        if workers == 1:
-            for key in todo:
-                _report(run_trial(out / STORE, key), store, bar, on_trial)
+
+        def record(key: str, outcome: tuple[bool, Any]) -> None:
+            finished, value = outcome
+            if finished:
+                store.finish(key, value)
+            else:
+                store.fail(key, value)
+            bar.update(1)
+            if on_trial is not None:
+                on_trial(store.trial(key))
+
+        claimed = (trial for trial in todo if store.claim(trial.key))  # claimed as submitted
+        if executor == "ray":
+            _run_on_ray(claimed, record, workers, address)
+        elif (workers or os.cpu_count() or 1) == 1:
+            for trial in claimed:
+                record(trial.key, execute_trial(trial.config, trial.run_dir))
         else:
-            context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-                futures = [pool.submit(run_trial, out / STORE, key) for key in todo]
-                try:
-                    for future in concurrent.futures.as_completed(futures):
-                        _report(future.result(), store, bar, on_trial)
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+            _run_in_pool(claimed, record, workers or os.cpu_count() or 1)
         bar.close()
         return StudyResult(out, [t for t in store.trials(spec.name) if t.key in ours], len(todo))
 
 
-def _report(key: str, store: ResultStore, bar: tqdm, on_trial: Callable[[TrialRecord], None] | None) -> None:
-    bar.update(1)
-    if on_trial is not None:
-        on_trial(store.trial(key))
+def _run_in_pool(trials: Iterable[TrialRecord], record: Callable[[str, Any], None], workers: int) -> None:
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = {pool.submit(execute_trial, t.config, t.run_dir): t.key for t in trials}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                record(futures[future], future.result())
+        except BaseException:  # Ctrl-C: stop now; claimed trials are retried next time
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
-def run_trial(store_path: str | Path, key: str) -> str:
-    """Claim trial ``key`` in the store, train it, and record its summary or its error.
+def _run_on_ray(
+    trials: Iterable[TrialRecord], record: Callable[[str, Any], None], cpus: int | None, address: str | None
+) -> None:
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            "the ray executor needs Ray: pip install 'bptt[ray]' (or pip install ray)", name="ray"
+        ) from None
+    if not ray.is_initialized():
+        options = {"address": address} if address is not None else {"num_cpus": cpus}
+        ray.init(include_dashboard=False, log_to_driver=False, **options)
+    remote = ray.remote(num_cpus=1, max_retries=0)(execute_trial)
+    pending = {remote.remote(t.config, t.run_dir): t.key for t in trials}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            key = pending.pop(done[0])
+            try:
+                outcome = ray.get(done[0])
+            except ray.exceptions.RayError as error:  # a worker died: the trial failed
+                outcome = (False, f"{type(error).__name__}: {error}")
+            record(key, outcome)
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
 
-    Runs in a worker process (one torch thread). A trial another process holds is left
-    alone. Returns ``key``.
+
+def execute_trial(config: dict[str, Any], run_dir: str) -> tuple[bool, dict[str, Any] | str]:
+    """Train one trial (in a worker, one torch thread).
+
+    Returns:
+        ``(True, summary)`` (see :func:`trial_summary`) or ``(False, traceback)``.
     """
     from bptt.train import train  # here: a spawned worker imports what it runs
 
     torch.set_num_threads(1)
-    with ResultStore(store_path) as store:
-        if not store.claim(key):
-            return key
-        record = store.trial(key)
-        started = time.perf_counter()
-        try:
-            config = TrainConfig.from_dict(record.config)
-            result = train(config, record.run_dir, overwrite=True, progress=False)
-        except Exception:  # noqa: BLE001 - recorded in the store; the study goes on with the others
-            store.fail(key, traceback.format_exc(limit=8))
-            return key
-        store.finish(key, trial_summary(result.run_dir, time.perf_counter() - started))
-    return key
+    started = time.perf_counter()
+    try:
+        result = train(TrainConfig.from_dict(config), run_dir, overwrite=True, progress=False)
+    except Exception:  # noqa: BLE001 - recorded in the store; the study goes on with the others
+        return False, traceback.format_exc(limit=8)
+    return True, trial_summary(result.run_dir, time.perf_counter() - started)
 
 
 def trial_summary(run_dir: str | Path, wall_seconds: float) -> dict[str, Any]:
