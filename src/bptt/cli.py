@@ -259,7 +259,8 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
         description=(
             "Expand a grid into ordinary runs (OUT/trials/KEY), record each trial's summary in "
             "OUT/study.sqlite, and print the success rate per configuration and length. Re-running "
-            "skips finished trials and retries failed or interrupted ones."
+            "skips finished trials and retries failed or interrupted ones. Exit status 1 if a "
+            "trial is not finished."
         ),
     )
     add = parser.add_argument

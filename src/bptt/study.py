@@ -131,7 +131,11 @@ class StudySpec:
 def label(config: TrainConfig) -> str:
     """A short name of a trial's configuration, without its length and seed."""
     name = config.cell if config.init is None else f"{config.cell}+{config.init}"
-    clip = config.clip or (f"norm:{config.clip_norm:g}" if config.clip_norm else "none")
+    clip = config.clip or (
+        f"norm:{config.clip_norm:g}" if config.clip_norm
+        else f"value:{config.clip_value:g}" if config.clip_value
+        else "none"
+    )
     return f"{name} clip {clip}"
 
 
