@@ -65,3 +65,17 @@ def test_nested_recording_is_refused():
     model = Recurrent.from_name("rnn-tanh", 1, 1)
     with model.recording_profile(), pytest.raises(RuntimeError, match="already"), model.recording_profile():
         pass
+
+
+def test_the_profile_by_distance_aligns_each_sample_at_its_last_step():
+    per_sample = torch.tensor([[1.0, 5.0], [2.0, 6.0], [3.0, 0.0]], dtype=torch.float64)  # (T=3, B=2)
+    profile = GradientProfile({0: per_sample})
+    lengths = torch.tensor([3, 2])  # sample 1's loss is at step 1; its step 2 is padding
+    expected = torch.tensor([  # distance 2, 1, 0 (the loss step last)
+        1.0,
+        (2.0**2 + 5.0**2) ** 0.5,
+        (3.0**2 + 6.0**2) ** 0.5,
+    ], dtype=torch.float64)
+    torch.testing.assert_close(profile.norms_by_distance(lengths), expected)
+    full = torch.tensor([3, 3])
+    torch.testing.assert_close(profile.norms_by_distance(full), profile.norms())

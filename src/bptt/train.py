@@ -211,12 +211,17 @@ def evaluate_stream(
 
 
 def gradient_reach(model: SequenceModel, task: AbstractTask, data: Batch) -> tuple[int, float]:
-    """Effective horizon and per-step decay of ``||dL/dh_k||`` on one batch (top layer)."""
+    """Effective horizon and per-step decay of ``||dL/dh_k||`` on one batch (top layer).
+
+    For a many-to-one task on a variable-length batch, the profile is taken against the
+    distance from each sequence's own last step (where its loss is).
+    """
     model.zero_grad(set_to_none=True)
     with model.recurrent.recording_profile() as profile:
         task.probe_loss(model(data.inputs, data.lengths), data).backward()
     model.zero_grad(set_to_none=True)
-    norms = profile.norms()
+    many_to_one = data.lengths is not None and not task.many_to_many
+    norms = profile.norms_by_distance(data.lengths) if many_to_one else profile.norms()
     if not torch.isfinite(norms).all():
         return 0, math.nan
     return effective_horizon(norms), decay_rate(norms)

@@ -38,6 +38,27 @@ class GradientProfile:
         layers = sorted(self.per_sample)
         return self.per_sample[layers[layer]].square().sum(dim=1).sqrt()
 
+    def norms_by_distance(self, lengths: Tensor, layer: int = -1) -> Tensor:
+        r"""The profile against the distance from each sample's last valid step.
+
+        For a many-to-one loss on a variable-length batch, the loss of sample ``b`` sits at
+        step ``lengths[b] - 1``; this aligns the samples there, so that entry ``T - 1 - d``
+        is the norm over the batch of :math:`\delta` at distance ``d`` (samples shorter
+        than ``d + 1`` contribute nothing). Ordered like :meth:`norms`, the loss step last,
+        so :func:`effective_horizon` reads it the same way.
+
+        Args:
+            lengths: ``(B,)`` valid lengths.
+            layer: layer index; negative counts from the top.
+        """
+        self.norms(layer)  # the same error when empty
+        per_sample = self.per_sample[sorted(self.per_sample)[layer]]
+        steps = per_sample.shape[0]
+        distance = torch.arange(steps, device=per_sample.device).unsqueeze(1)
+        position = lengths.to(per_sample.device).unsqueeze(0) - 1 - distance  # (T, B)
+        aligned = per_sample.gather(0, position.clamp(min=0)) * (position >= 0)
+        return aligned.square().sum(dim=1).sqrt().flip(0)
+
 
 def effective_horizon(profile: Tensor, tolerance: float = 1e-3) -> int:
     """How many steps back the gradient still reaches from the last step.
