@@ -66,6 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_sample(commands)
     _add_study(commands)
+    report = commands.add_parser(
+        "report",
+        help="figures of a run or a study: PNG, SVG and one self-contained HTML page",
+        description=(
+            "Write PATH/report/report.html (figures embedded) and PATH/report/figures/*.png|svg. "
+            "A run: training curves with clipping and non-finite steps marked, the gradient "
+            "profile against distance and over training, spectra and Lyapunov exponents. A study: "
+            "the share of trials solved per configuration and length, the longest length solved."
+        ),
+    )
+    report.add_argument("path", type=Path, help="a run directory or a study directory")
+    report.add_argument("--out", type=Path, help="where the report goes (default PATH/report)")
+    report.set_defaults(run=_run_report)
     data = commands.add_parser("data", help="list the real data sets, whether each is installed, and its size")
     data.set_defaults(run=_run_data)
     tasks = commands.add_parser("tasks", help="list the tasks with their metric, baseline and threshold")
@@ -523,6 +536,13 @@ def _run_study(args: argparse.Namespace) -> int:
         print(f"not finished ({trial.status}): {trial.run_dir}: {last}")
     print(f"store: {out / STORE}")
     return 1 if failed else 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from bptt.report import report  # matplotlib is imported only for reports
+
+    print(f"written: {report(args.path, args.out)}")
+    return 0
 
 
 def _run_replay(args: argparse.Namespace) -> int:

@@ -1,0 +1,119 @@
+"""Reports: figures of a run or a study, as PNG and SVG files and one self-contained HTML page.
+
+``bptt report RUN_DIR`` shows a run's training curves (clipping and non-finite steps
+marked), its gradient profile against distance and over training, and the Jacobian spectra
+and Lyapunov exponents of its last diagnosis. ``bptt report STUDY_DIR`` shows the share of
+trials solved per configuration and length, and the longest length each configuration
+solved.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bptt.config import TrainConfig
+from bptt.report import plots
+from bptt.report.html import Panel, write_report
+from bptt.rundir import RunDirectory, read_jsonl
+from bptt.store import ResultStore
+from bptt.study import STORE, label
+
+__all__ = ["Panel", "report", "run_panels", "study_panels", "write_report"]
+
+
+def report(path: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of a run directory or a study directory; returns the HTML page.
+
+    Args:
+        path: a run directory (``config.json``) or a study directory (``study.sqlite``).
+        out: where the report goes; by default ``PATH/report/``.
+
+    Raises:
+        ValueError: if ``path`` is neither, or holds nothing to show yet.
+    """
+    path = Path(path)
+    out = Path(out) if out is not None else path / "report"
+    if (path / STORE).is_file():
+        panels, summary = study_panels(path)
+        return write_report(panels, f"bptt study: {path}", summary, out)
+    if (path / "config.json").is_file():
+        panels, summary = run_panels(path)
+        return write_report(panels, f"bptt run: {path}", summary, out)
+    raise ValueError(
+        f"{path} is neither a run directory (config.json) nor a study directory ({STORE}); "
+        "pass a directory written by bptt train or bptt study"
+    )
+
+
+def run_panels(path: Path) -> tuple[list[Panel], str]:
+    """The figures of one run, and its summary as text."""
+    run = RunDirectory(path)
+    config = run.config()
+    metrics = read_jsonl(path / "metrics.jsonl") if (path / "metrics.jsonl").exists() else []
+    if not metrics:
+        raise ValueError(f"{path} has no metrics yet; train it first")
+    summary_file = path / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    metric = summary.get("metric_name") or next(
+        key for key in metrics[-1] if key not in ("step", "split") and metrics[-1]["split"] == "validation"
+    )
+    panels = [Panel("training", f"{config.cell} on {config.task} (length {config.length}): training loss "
+                    "and global gradient norm per step (orange crosses: clipped steps; red lines: "
+                    f"non-finite steps, skipped), and the validation {metric}.",
+                    plots.training_curves(metrics, metric))]
+    diagnoses = [r for r in read_jsonl(path / "diagnostics.jsonl") if r.get("layers")] \
+        if (path / "diagnostics.jsonl").exists() else []
+    if diagnoses:
+        panels += [
+            Panel("profile", "The gradient profile ||dL/dh_k|| against the distance from the loss step, "
+                  "relative to the loss step, at the scheduled diagnoses: a line that falls fast "
+                  "means the gradient vanishes before it reaches the early steps.",
+                  plots.profile_lines(diagnoses)),
+            Panel("profile-heatmap", "The same profile at every scheduled diagnosis (rows) and distance "
+                  "(columns): how the reach of the gradient changes during training.",
+                  plots.profile_heatmap(diagnoses)),
+            Panel("spectra", "At the last diagnosis: the largest singular value of products of d "
+                  "Jacobians against d (below 1 and falling: vanishing; above 1: exploding), and "
+                  "the Lyapunov exponents.", plots.spectra(diagnoses[-1])),
+        ]
+    text = json.dumps({k: v for k, v in summary.items() if k != "run_dir"}, indent=2) if summary else "(running)"
+    return panels, text
+
+
+def study_panels(path: Path) -> tuple[list[Panel], str]:
+    """The figures of a study, and its success table as text."""
+    with ResultStore(path / STORE) as store:
+        trials = store.trials()
+    if not trials:
+        raise ValueError(f"{path / STORE} holds no trials; run bptt study first")
+    configs = [TrainConfig.from_dict(t.config) for t in trials]
+    rows = list(dict.fromkeys(label(c) for c in configs))
+    lengths = sorted({c.length for c in configs})
+    solved = np.zeros((len(rows), len(lengths)))
+    counts = np.zeros((len(rows), len(lengths)), dtype=int)
+    for trial, config in zip(trials, configs, strict=True):
+        if trial.status != "finished":
+            continue
+        i, j = rows.index(label(config)), lengths.index(config.length)
+        counts[i, j] += 1
+        solved[i, j] += bool(trial.summary["solved"])
+    rates = np.divide(solved, counts, out=np.zeros_like(solved), where=counts > 0)
+    longest = [max((n for n, s in zip(lengths, solved[i], strict=True) if s > 0), default=0)
+               for i in range(len(rows))]
+    task = configs[0].task
+    panels = [
+        Panel("success", f"{task}: the share of finished trials (seeds) that solved the task, per "
+              "configuration and length; '–': no finished trial.",
+              plots.success_heatmap(rows, lengths, rates, counts)),
+        Panel("longest-solved", f"{task}: the longest length at which each configuration solved the "
+              "task in at least one trial (0: at none of the lengths tried).",
+              plots.longest_solved(rows, longest)),
+    ]
+    table = "\n".join(
+        f"{row:32} " + "  ".join(f"T={n}: {int(solved[i, j])}/{counts[i, j]}" for j, n in enumerate(lengths))
+        for i, row in enumerate(rows)
+    )
+    return panels, f"{len(trials)} trials of {task}; solved / finished per configuration and length:\n{table}"
