@@ -19,8 +19,11 @@ $(BIN)/bptt: pyproject.toml
 
 setup: $(BIN)/bptt
 
+# a study: tanh RNN vs IRNN vs LSTM, with and without clipping, adding problem at T = 50 and 100
 demo: setup
-	$(BIN)/bptt demo
+	$(BIN)/bptt study adding --lengths 50,100 --configs rnn-tanh,irnn,lstm --clip none,norm:1 \
+		--steps 3000 --hidden 64 --name demo --out runs/demo
+	$(BIN)/bptt report runs/demo
 
 test: setup
 	$(BIN)/python -m pytest -q
