@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bptt.data import split_indices
-from bptt.tasks.base import AbstractDatasetTask, Batch
+from bptt.tasks.base import AbstractDatasetTask, Batch, majority_share
 
 
 @final
@@ -74,8 +74,7 @@ class ArrayTask(AbstractDatasetTask):
             self.metric_name, self.higher_is_better = "accuracy", True
             self.num_outputs = int(self.y.max()) + 1
             test = self.examples("test", torch.arange(self.split_size("test")))
-            counts = torch.bincount(self._valid_targets(test), minlength=self.num_outputs)
-            self.baseline = float(counts.max() / counts.sum())
+            self.baseline = majority_share(self._valid_targets(test), self.num_outputs)
             self.solved_threshold = (1 + self.baseline) / 2
         else:
             self.metric_name, self.higher_is_better = "mse", False

@@ -233,6 +233,12 @@ class AbstractClassificationTask(AbstractTask):
 SPLITS = ("train", "validation", "test")
 
 
+def majority_share(labels: Tensor, num_classes: int) -> float:
+    """The accuracy of always predicting the most frequent class in ``labels`` (int64)."""
+    counts = torch.bincount(labels, minlength=num_classes)
+    return float(counts.max() / counts.sum())
+
+
 class AbstractDatasetTask(AbstractTask):
     """A fixed data set, split once into train, validation and test.
 
@@ -315,12 +321,14 @@ class AbstractStreamTask(AbstractTask):
 
     def chunks_per_epoch(self, batch_size: int) -> int:
         """Training steps before the ``batch_size`` parts of the stream start over."""
-        inputs, _ = self._parts("train", batch_size)
+        return self._chunks_per_epoch(self._parts("train", batch_size)[0])
+
+    def _chunks_per_epoch(self, inputs: Tensor) -> int:
         chunks = inputs.shape[1] // self.length
         if chunks < 1:
             raise ValueError(
                 f"{type(self).__name__}: {self.streams['train'].numel()} training tokens cut into "
-                f"{batch_size} parts leave fewer than length = {self.length} per part; "
+                f"{inputs.shape[0]} parts leave fewer than length = {self.length} per part; "
                 "pass a smaller batch or length"
             )
         return chunks
@@ -333,8 +341,8 @@ class AbstractStreamTask(AbstractTask):
             same shifted by one token; ``restart`` is ``True`` when the carried state must
             be reset (the first chunk of each pass).
         """
-        chunk = step % self.chunks_per_epoch(batch_size)
         inputs, targets = self._parts("train", batch_size)
+        chunk = step % self._chunks_per_epoch(inputs)
         window = slice(chunk * self.length, (chunk + 1) * self.length)
         return Batch(inputs[:, window], targets[:, window]), chunk == 0
 
@@ -354,17 +362,16 @@ class AbstractStreamTask(AbstractTask):
         ]
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
-        batch_size = check_count("batch_size", batch_size)
-        stream = self.streams["train"]
-        starts = torch.randint(stream.numel() - self.length, (batch_size, 1), generator=check_generator(generator))
-        positions = starts + torch.arange(self.length)
-        return Batch(stream[positions], stream[positions + 1])
+        return self._windows("train", check_count("batch_size", batch_size), generator)
 
     def validation_set(self, size: int, generator: torch.Generator) -> Batch:
         """Independent windows of the validation stream (for one-batch diagnostics)."""
-        stream = self.streams["validation"]
-        size = check_count("size", size)
-        starts = torch.randint(stream.numel() - self.length, (size, 1), generator=check_generator(generator))
+        return self._windows("validation", check_count("size", size), generator)
+
+    def _windows(self, split: str, count: int, generator: torch.Generator) -> Batch:
+        """``count`` windows of ``length`` tokens at random places of ``split``, with their targets."""
+        stream = self.streams[split]
+        starts = torch.randint(stream.numel() - self.length, (count, 1), generator=check_generator(generator))
         positions = starts + torch.arange(self.length)
         return Batch(stream[positions], stream[positions + 1])
 

@@ -19,6 +19,7 @@ from bptt.tasks.base import (
     AbstractDatasetTask,
     Batch,
     check_count,
+    majority_share,
 )
 
 
@@ -52,8 +53,7 @@ class AbstractImageTask(AbstractClassificationTask, AbstractDatasetTask):
         self.input_size = pixels // self.length
         self.permutation = None if permutation_seed is None else pixel_permutation(pixels, permutation_seed)
         self.images = images
-        test_counts = torch.bincount(images["test"][1], minlength=self.num_outputs)
-        self.baseline = float(test_counts.max() / test_counts.sum())
+        self.baseline = majority_share(images["test"][1], self.num_outputs)
 
     def split_size(self, split: str) -> int:
         return len(self.images[self._check_split(split)][1])

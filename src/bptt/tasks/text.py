@@ -33,6 +33,7 @@ from bptt.tasks.base import (
     AbstractStreamTask,
     Batch,
     check_count,
+    majority_share,
 )
 
 REVIEW_DATASETS = ("imdb", "rotten-tomatoes")
@@ -95,8 +96,7 @@ class SentimentTask(AbstractClassificationTask, AbstractDatasetTask):
         self.vocab_size = len(self.tokenizer)
         self.input_size = check_count("embedding", embedding)
         self.num_outputs = len(self.class_names)
-        test_counts = torch.bincount(self._labels["test"], minlength=self.num_outputs)
-        self.baseline = float(test_counts.max() / test_counts.sum())
+        self.baseline = majority_share(self._labels["test"], self.num_outputs)
         target = SENTIMENT_TARGETS.get(dataset) if data is None else None
         self.solved_threshold = target if target is not None else (1 + self.baseline) / 2
 
