@@ -13,6 +13,7 @@ import pytest
 from bptt import TrainConfig, train
 from bptt.cli import main
 from bptt.report import report
+from bptt.rundir import read_jsonl
 from bptt.study import StudySpec, run_study
 
 
@@ -59,17 +60,19 @@ def test_a_run_report_shows_curves_profiles_and_spectra(tmp_path):
     train(config, tmp_path / "run", progress=False)
     page = report(tmp_path / "run")
     assert page == tmp_path / "run" / "report" / "report.html"
-    parser = check_page(page, ["training", "profile", "profile-heatmap", "spectra"])
+    parser = check_page(page, ["training", "profile", "profile-heatmap", "step-norms", "spectra"])
     assert any("clipped steps" in caption for caption in parser.captions)
+    last = read_jsonl(tmp_path / "run" / "diagnostics.jsonl")[-1]["layers"][-1]
+    assert last["spans"][-1] == 7 and len(last["product_norms"]) == len(last["spans"])  # products, last only
 
 
 def test_a_study_report_shows_success_rates(tmp_path, capsys):
-    spec = StudySpec(task="adding", lengths=(4, 6), configs=("rnn-tanh", "gru"), steps=2,
+    spec = StudySpec(task="adding", lengths=(4, 6), configs=("rnn-tanh", "gru"), steps=4,
                      base={"hidden": 4, "batch": 4, "eval_every": 2, "eval_size": 8}, name="tiny")
     run_study(spec, tmp_path / "study", workers=1, progress=False)
     assert main(["report", str(tmp_path / "study"), "--out", str(tmp_path / "out")]) == 0
     assert "report.html" in capsys.readouterr().out
-    check_page(tmp_path / "out" / "report.html", ["success", "longest-solved"])
+    check_page(tmp_path / "out" / "report.html", ["success", "longest-solved", "profiles"])
 
 
 def test_a_directory_that_is_neither_is_refused(tmp_path):

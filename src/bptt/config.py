@@ -66,7 +66,8 @@ class TrainConfig:
         eval_size: validation sequences (a fixed set, generated once from the seed).
         checkpoint_every: write the checkpoint every this many steps (and at the end).
         diagnose_every: run a full diagnosis (profile, spectra, Lyapunov exponents) every
-            this many steps into diagnostics.jsonl; 0 turns it off. Anomalies (non-finite
+            this many steps into diagnostics.jsonl (the last one also measures the norms of
+            Jacobian products against their span); 0 turns it off. Anomalies (non-finite
             steps, loss spikes, oscillation) are watched at every step regardless.
         seed: seeds the model, the data and dropout.
     """

@@ -320,6 +320,8 @@ def train(
         every=config.diagnose_every,
         out=run.path,
         capture_extra={"config": config.to_dict()},
+        # the last scheduled diagnosis also measures the Jacobian products (for the report)
+        products_at=lambda at: at + config.diagnose_every > config.steps,
     )
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=config.steps, initial=step, disable=not show, desc=f"{config.cell} {config.task}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -9,7 +10,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bptt import Recurrent, diagnose
 from bptt.cells import AbstractCell
-from bptt.diagnostics.diagnosis import gradient_profiles
+from bptt.diagnostics.diagnosis import STEP_NORM_QUANTILES, gradient_profiles
 from bptt.diagnostics.trace import unrolled_twin
 
 CELLS = ["rnn-tanh", "rnn-relu", "rnn-sigmoid", "irnn", "gru", "lstm"]
@@ -67,6 +68,22 @@ def test_profile_matches_the_perturbation_reference(cell):
     assert diagnosis.many_to_one
     for layer, reference in zip(diagnosis.layers, expected, strict=True):
         torch.testing.assert_close(layer.profile, reference, rtol=1e-8, atol=1e-12)
+
+
+def test_step_norm_quantiles_describe_the_valid_steps_only():
+    torch.manual_seed(0)
+    model = Recurrent.from_name("rnn-tanh", 3, 5).double()
+    x = torch.randn(12, 4, 3, dtype=torch.float64)
+    lengths = torch.tensor([12, 7, 12, 3])
+    (layer,) = diagnose(model, x, lengths, lambda out, n: last_step_loss(out[0], n), lengths=lengths).layers
+    valid = layer.step_norms[torch.isfinite(layer.step_norms)]
+    assert valid.numel() == int(lengths.sum())  # padded steps are nan and left out
+    quantiles = torch.tensor(layer.step_norm_quantiles, dtype=torch.float64)
+    assert quantiles[0] == valid.min() and quantiles[-1] == valid.max()
+    assert torch.all(quantiles.diff() >= 0)
+    expected = np.quantile(valid.numpy(), STEP_NORM_QUANTILES)
+    torch.testing.assert_close(quantiles, torch.from_numpy(expected))
+    assert layer.to_dict()["step_norm_quantiles"] == layer.step_norm_quantiles
 
 
 def torch_cell_steps(module: nn.RNNBase):

@@ -88,6 +88,20 @@ def test_watch_records_diagnoses_on_schedule(tmp_path):
     assert records[0]["verdict"] in {"vanishing", "healthy", "exploding"}
 
 
+def test_products_are_measured_on_their_own_schedule(tmp_path):
+    torch.manual_seed(0)
+    model = nn.LSTM(2, 4)
+    watcher = bptt.Watch(model, every=2, loss_fn=lambda out, y: out[0][-1].sum(), products_at=lambda s: s == 4)
+    x = torch.randn(6, 3, 2)
+    for step in (2, 4):
+        model.zero_grad()
+        model(x)[0][-1].sum().backward()
+        watcher.observe(step, 1.0, x, x)
+    spans = [record["layers"][0]["spans"] for record in watcher.diagnoses]
+    assert spans[0] == [] and spans[1][0] == 1 and spans[1][-1] == 5
+    assert len(watcher.diagnoses[1]["layers"][0]["product_norms"]) == len(spans[1])
+
+
 def test_watch_localises_a_non_finite_step_skips_it_and_captures_it(tmp_path):
     _, applied = user_loop(tmp_path, steps=4, every=0, poison_step=3)
     assert applied == [1, 2, 4]

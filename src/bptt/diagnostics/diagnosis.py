@@ -45,7 +45,12 @@ from bptt.diagnostics.verdict import Verdict, judge_layer, overall_verdict
 from bptt.recurrent import LayerTape
 from bptt.rundir import write_json
 
-__all__ = ["Diagnosis", "LayerDiagnosis", "default_loss", "diagnose", "gradient_profiles"]
+__all__ = [
+    "STEP_NORM_QUANTILES", "Diagnosis", "LayerDiagnosis", "default_loss", "diagnose", "gradient_profiles",
+]  # fmt: skip
+
+STEP_NORM_QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+"""The quantiles of the per-step spectral norms kept by :attr:`LayerDiagnosis.step_norm_quantiles`."""
 
 LossFunction = Callable[[Any, Tensor], Tensor]
 ForwardFunction = Callable[[nn.Module, Tensor, Tensor | None], Any]
@@ -113,9 +118,19 @@ class LayerDiagnosis:
         values = self.step_norms[torch.isfinite(self.step_norms)]
         return float(values.median()) if values.numel() else math.nan
 
+    @property
+    def step_norm_quantiles(self) -> list[float]:
+        """Quantiles :data:`STEP_NORM_QUANTILES` of :math:`\\sigma_{\\max}(J_t)` over valid
+        steps and diagnosed samples: the distribution behind :attr:`median_step_norm`."""
+        values = self.step_norms[torch.isfinite(self.step_norms)].double()
+        if not values.numel():
+            return [math.nan] * len(STEP_NORM_QUANTILES)
+        return torch.quantile(values, torch.tensor(STEP_NORM_QUANTILES, dtype=values.dtype)).tolist()
+
     def to_dict(self) -> dict[str, Any]:
         return {key: _jsonable(value) for key, value in self.__dict__.items()} | {
-            "median_step_norm": self.median_step_norm
+            "median_step_norm": self.median_step_norm,
+            "step_norm_quantiles": self.step_norm_quantiles,
         }
 
 

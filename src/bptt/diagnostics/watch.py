@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,9 @@ class Watch:
         diagnose_options: keyword arguments for :func:`bptt.diagnose`; by default the
             scheduled diagnoses leave out the Jacobian products (``products=False``), the
             costliest part.
+        products_at: a schedule, ``step -> bool``: the scheduled diagnoses at the steps
+            where it is true also measure the Jacobian products (e.g. only the last one);
+            ``None``: never, unless ``diagnose_options`` says otherwise.
 
     Attributes:
         diagnoses: the compact records of the scheduled diagnoses, in order.
@@ -76,6 +79,7 @@ class Watch:
         capture_extra: dict[str, Any] | None = None,
         spike_threshold: float = 6.0,
         diagnose_options: dict[str, Any] | None = None,
+        products_at: Callable[[int], bool] | None = None,
     ) -> None:
         if not isinstance(every, int) or every < 0:
             raise ValueError(f"every must be a non-negative integer (0 = never), got {every!r}")
@@ -88,6 +92,7 @@ class Watch:
         self.max_captures = max_captures
         self.capture_extra = capture_extra or {}
         self.diagnose_options = {"products": False} | (diagnose_options or {})
+        self.products_at = products_at
         self.spikes = LossSpikeDetector(threshold=spike_threshold)
         self.oscillation = OscillationDetector()
         self.oscillating = False
@@ -112,7 +117,9 @@ class Watch:
         Args:
             step: the training step (any increasing count).
             loss: the step's loss.
-            inputs, targets, lengths: the step's batch (kept only when captured).
+            inputs: the step's input batch (kept only when captured).
+            targets: the step's targets (kept only when captured).
+            lengths: the step's sequence lengths, if variable (kept only when captured).
             grad_norm: the global gradient norm, if already computed (e.g. by clipping).
             loss_fn: overrides the watch's ``loss_fn`` for this step.
 
@@ -145,7 +152,10 @@ class Watch:
                 )
             self.oscillating = oscillating
         if finite and self.every and step % self.every == 0:
-            diagnosis = diagnose(self.model, inputs, targets, loss_fn, lengths=lengths, **self.diagnose_options)
+            options = self.diagnose_options
+            if self.products_at is not None and self.products_at(step):
+                options = options | {"products": True}
+            diagnosis = diagnose(self.model, inputs, targets, loss_fn, lengths=lengths, **options)
             record = {"step": step, **compact_record(diagnosis)}
             self.diagnoses.append(record)
             self._write(DIAGNOSTICS, record)
@@ -209,8 +219,8 @@ def watch(model: nn.Module, every: int = 50, **options: Any) -> Iterator[Watch]:
 
 
 COMPACT_FIELDS = (
-    "name", "horizon", "decay_rate", "median_step_norm", "lyapunov", "profile", "spans",
-    "product_norms", "gradient_by_distance", "saturation", "gates",
+    "name", "horizon", "decay_rate", "median_step_norm", "step_norm_quantiles", "lyapunov", "profile",
+    "spans", "product_norms", "gradient_by_distance", "saturation", "gates",
 )
 """The per-layer fields of a diagnosis kept at every scheduled step."""
 

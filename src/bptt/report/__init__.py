@@ -1,10 +1,11 @@
 """Reports: figures of a run or a study, as PNG and SVG files and one self-contained HTML page.
 
 ``bptt report RUN_DIR`` shows a run's training curves (clipping and non-finite steps
-marked), its gradient profile against distance and over training, and the Jacobian spectra
-and Lyapunov exponents of its last diagnosis. ``bptt report STUDY_DIR`` shows the share of
-trials solved per configuration and length, and the longest length each configuration
-solved.
+marked), its gradient profile against distance and over training, the distribution of the
+per-step Jacobian spectral norms at each diagnosis, and the norms of Jacobian products
+against their span and the Lyapunov exponents at its last diagnosis. ``bptt report
+STUDY_DIR`` shows the share of trials solved per configuration and length, the longest
+length each configuration solved, and the gradient profile of each configuration.
 """
 
 from __future__ import annotations
@@ -75,10 +76,16 @@ def run_panels(path: Path) -> tuple[list[Panel], str]:
             Panel("profile-heatmap", "The same profile at every scheduled diagnosis (rows) and distance "
                   "(columns): how the reach of the gradient changes during training.",
                   plots.profile_heatmap(diagnoses)),
-            Panel("spectra", "At the last diagnosis: the largest singular value of products of d "
-                  "Jacobians against d (below 1 and falling: vanishing; above 1: exploding), and "
-                  "the Lyapunov exponents.", plots.spectra(diagnoses[-1])),
         ]
+        if all("step_norm_quantiles" in r["layers"][-1] for r in diagnoses):  # older runs lack it
+            panels.append(Panel(
+                "step-norms", "The largest singular value of each step's Jacobian ∂h_t/∂h_(t−1), over the "
+                "steps and samples of each scheduled diagnosis: below 1 a step shrinks the gradient "
+                "going back, above 1 it can stretch it.", plots.step_norm_distribution(diagnoses)))
+        panels.append(Panel(
+            "spectra", "At the last diagnosis: the largest singular value of products of d Jacobians "
+            "against d (below 1 and falling: vanishing; above 1: exploding), and the Lyapunov "
+            "exponents.", plots.spectra(diagnoses[-1])))
     text = json.dumps({k: v for k, v in summary.items() if k != "run_dir"}, indent=2) if summary else "(running)"
     return panels, text
 
@@ -112,8 +119,25 @@ def study_panels(path: Path) -> tuple[list[Panel], str]:
               "task in at least one trial (0: at none of the lengths tried).",
               plots.longest_solved(rows, longest)),
     ]
+    profiles: dict[int, dict[str, dict]] = {}
+    for trial, config in zip(trials, configs, strict=True):
+        last = _last_diagnosis(Path(trial.run_dir)) if trial.status == "finished" else None
+        if last is not None:
+            profiles.setdefault(config.length, {}).setdefault(label(config), last)
+    if profiles:
+        panels.append(Panel("profiles", f"{task}: how far back the gradient reaches at the end of training, "
+                            "per configuration (the last scheduled diagnosis of each configuration's "
+                            "first finished trial); a line that falls fast means vanishing.",
+                            plots.study_profiles(profiles)))
     table = "\n".join(
         f"{row:32} " + "  ".join(f"T={n}: {int(solved[i, j])}/{counts[i, j]}" for j, n in enumerate(lengths))
         for i, row in enumerate(rows)
     )
     return panels, f"{len(trials)} trials of {task}; solved / finished per configuration and length:\n{table}"
+
+
+def _last_diagnosis(run_dir: Path) -> dict | None:
+    """The last scheduled diagnosis of a run that has one."""
+    path = run_dir / "diagnostics.jsonl"
+    records = [r for r in read_jsonl(path) if r.get("layers")] if path.exists() else []
+    return records[-1] if records else None

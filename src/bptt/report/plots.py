@@ -102,6 +102,52 @@ def profile_heatmap(diagnoses: Sequence[Record]) -> Figure:
     return figure
 
 
+def step_norm_distribution(diagnoses: Sequence[Record]) -> Figure:
+    """The distribution of per-step Jacobian spectral norms at each scheduled diagnosis."""
+    figure = Figure(figsize=(8, 4.5))
+    axis = figure.subplots()
+    stats = []
+    for record in diagnoses:
+        low, q05, q25, median, q75, q95, high = record["layers"][-1]["step_norm_quantiles"]
+        stats.append({"label": str(record["step"]), "med": median, "q1": q25, "q3": q75,
+                      "whislo": q05, "whishi": q95, "fliers": [low, high]})
+    axis.bxp(stats, showfliers=True, flierprops={"marker": ".", "markersize": 4})
+    axis.axhline(1.0, color="grey", lw=0.8, ls="--", label="1: a step neither shrinks nor stretches")
+    axis.set_yscale("log")
+    axis.set_xlabel("training step of the diagnosis")
+    axis.set_ylabel("σ_max(J_t) of one step (log)")
+    axis.set_title("Per-step Jacobian spectral norms (box: quartiles; whiskers: 5–95 %; dots: min, max)")
+    axis.legend(loc="upper right", fontsize="small")
+    if len(stats) > 12:
+        for index, tick in enumerate(axis.get_xticklabels()):
+            tick.set_visible(index % math.ceil(len(stats) / 12) == 0)
+    figure.tight_layout()
+    return figure
+
+
+def study_profiles(profiles: dict[int, dict[str, Record]]) -> Figure:
+    """Gradient profile against distance per configuration, one panel per length.
+
+    Args:
+        profiles: ``{length: {configuration label: last diagnosis record}}``.
+    """
+    lengths = sorted(profiles)
+    figure = Figure(figsize=(5 * len(lengths), 4.5))
+    axes = np.atleast_1d(figure.subplots(1, len(lengths), sharey=True))
+    for axis, length in zip(axes, lengths, strict=True):
+        for name, record in profiles[length].items():
+            relative = _relative_profile(record)
+            axis.plot(np.arange(len(relative)), relative, label=name)
+        axis.set_yscale("log")
+        axis.set_xlabel("distance d from the loss step (steps back)")
+        axis.set_title(f"T = {length}")
+    axes[0].set_ylabel("||dL/dh|| relative to the loss step (log)")
+    axes[-1].legend(fontsize="small")
+    figure.suptitle("Gradient profile at the end of training, per configuration (first seed)")
+    figure.tight_layout()
+    return figure
+
+
 def spectra(record: Record) -> Figure:
     """Norms of Jacobian products against span (when measured), and the Lyapunov spectrum."""
     layer = record["layers"][-1]
@@ -124,7 +170,7 @@ def spectra(record: Record) -> Figure:
     lyapunov_axis.axhline(0.0, color="grey", lw=0.8)
     lyapunov_axis.set_xlabel("exponent index i")
     lyapunov_axis.set_ylabel("Lyapunov exponent λ_i (1/step)")
-    lyapunov_axis.set_title("Lyapunov spectrum (λ₁ < 0 vanishing, > 0 exploding)")
+    lyapunov_axis.set_title("Lyapunov spectrum (λ₁ < 0: vanishing; > 0: exploding)", fontsize="medium")
     lyapunov_axis.legend(fontsize="small")
     figure.suptitle(f"{layer['name']} at step {record['step']}: median σ_max(J_t) of one step "
                     f"{layer['median_step_norm']:.3g}")
