@@ -5,6 +5,7 @@ from bptt.diagnostics.anomalies import (
     NonFiniteReport,
     OscillationDetector,
 )
+from bptt.diagnostics.depth import DepthDiagnosis, diagnose_depth
 from bptt.diagnostics.diagnosis import (
     Diagnosis,
     LayerDiagnosis,
@@ -17,6 +18,7 @@ from bptt.diagnostics.verdict import Verdict
 from bptt.diagnostics.watch import Watch, watch
 
 __all__ = [
+    "DepthDiagnosis",
     "Diagnosis",
     "GradientProfile",
     "LayerDiagnosis",
@@ -28,6 +30,7 @@ __all__ = [
     "decay_rate",
     "default_loss",
     "diagnose",
+    "diagnose_depth",
     "effective_horizon",
     "gradient_profiles",
     "watch",

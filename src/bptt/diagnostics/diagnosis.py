@@ -33,6 +33,7 @@ from bptt.diagnostics.anomalies import (
     nonfinite_in_backward,
     nonfinite_in_forward,
 )
+from bptt.diagnostics.depth import DepthDiagnosis, diagnose_depth
 from bptt.diagnostics.jacobian import (
     CellSteps,
     lyapunov_exponents,
@@ -42,7 +43,7 @@ from bptt.diagnostics.jacobian import (
 from bptt.diagnostics.profile import decay_rate, effective_horizon
 from bptt.diagnostics.trace import TapedLayer, profiling, taping
 from bptt.diagnostics.verdict import Verdict, judge_layer, overall_verdict
-from bptt.recurrent import LayerTape
+from bptt.recurrent import LayerTape, Recurrent
 from bptt.rundir import write_json
 
 __all__ = [
@@ -238,7 +239,7 @@ def diagnose(
     max_distance: int = 32,
     products: bool = True,
     seed: int = 0,
-) -> Diagnosis:
+) -> Diagnosis | DepthDiagnosis:
     r"""Diagnose how the gradient travels back through time in ``model`` on one batch.
 
     Works on bptt models and on any module containing :class:`torch.nn.RNN` /
@@ -247,6 +248,12 @@ def diagnose(
     so the outputs are the same and the module is left untouched. Neither the model's
     parameters nor their ``.grad`` change. The pass runs in the model's current mode;
     call ``model.eval()`` first to leave dropout out.
+
+    A feed-forward stack is diagnosed along its depth instead: an :class:`torch.nn.Sequential`
+    with no recurrent layer inside is passed to
+    :func:`bptt.diagnostics.depth.diagnose_depth` (each child one layer, the layers in the
+    role of the steps; ``tolerance``, ``spectra_samples``, ``power_iterations`` and ``seed``
+    apply), which returns a :class:`~bptt.diagnostics.depth.DepthDiagnosis`.
 
     Args:
         model: the model; called as ``model(inputs)`` or ``model(inputs, lengths=lengths)``.
@@ -271,8 +278,17 @@ def diagnose(
         seed: seeds the random start vectors.
 
     Returns:
-        A :class:`Diagnosis`.
+        A :class:`Diagnosis`; a :class:`~bptt.diagnostics.depth.DepthDiagnosis` for a
+        feed-forward :class:`torch.nn.Sequential`.
     """
+    if isinstance(model, nn.Sequential) and not any(
+        isinstance(module, Recurrent | nn.RNNBase) for module in model.modules()
+    ):
+        return diagnose_depth(
+            model, inputs, targets, default_loss if loss_fn is None else loss_fn,
+            tolerance=tolerance, spectra_samples=spectra_samples,
+            power_iterations=power_iterations, seed=seed,
+        )  # fmt: skip
     if not 0 < tolerance < 1:
         raise ValueError(f"tolerance must lie in (0, 1), got {tolerance}")
     for name, value in (
