@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
+import json
+import os
+import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from xml.etree import ElementTree
 
@@ -79,3 +85,82 @@ def test_a_directory_that_is_neither_is_refused(tmp_path):
     with pytest.raises(ValueError, match="neither a run directory"):
         report(tmp_path)
     assert not (tmp_path / "report").exists()
+
+
+# Loaded first in the page: records every script error and every resource that fails to
+# load; once the page has loaded, draws every image on a canvas (a full decode) and writes
+# its size and number of distinct colours as JSON into <pre id="bptt-check">, which
+# `chromium --dump-dom` prints. Synchronous on purpose: the DOM is dumped when the page's
+# virtual time runs out, which does not wait for asynchronous decoding.
+PROBE = """<script>
+window.bpttErrors = [];
+window.addEventListener("error", (event) => window.bpttErrors.push(
+  event.message || "failed to load " + String(event.target.src || event.target.href).slice(0, 60)), true);
+window.addEventListener("load", () => {
+  const images = Array.from(document.images).map((image) => {
+    if (!image.complete || image.naturalWidth === 0) return [0, 0, 0];
+    const canvas = document.createElement("canvas");
+    canvas.width = image.naturalWidth;
+    canvas.height = image.naturalHeight;
+    const context = canvas.getContext("2d");
+    context.drawImage(image, 0, 0);
+    const pixels = new Uint32Array(context.getImageData(0, 0, canvas.width, canvas.height).data.buffer);
+    return [canvas.width, canvas.height, new Set(pixels).size];
+  });
+  const out = document.createElement("pre");
+  out.id = "bptt-check";
+  out.textContent = JSON.stringify({images: images, errors: window.bpttErrors});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def chromium() -> str:
+    """The headless browser: $BPTT_CHROMIUM, or Debian's chromium (which .ci/run installs)."""
+    names = [os.environ.get("BPTT_CHROMIUM", ""), "chromium", "chromium-browser", "google-chrome"]
+    found = next((path for path in map(shutil.which, filter(None, names)) if path), None)
+    if found is None:
+        pytest.fail("the report's browser test needs Chromium: `apt-get install chromium` (Debian; "
+                    ".ci/run installs it when missing), or set BPTT_CHROMIUM to a Chrome binary")
+    return found
+
+
+def render(page, tmp_path):
+    """Open ``page`` (with the probe) in headless Chromium; the probe's JSON outcome."""
+    probed = page.with_name(f"probed-{page.name}")
+    probed.write_text(page.read_text(encoding="utf-8").replace("<head>", "<head>\n" + PROBE, 1), encoding="utf-8")
+    command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+               "--virtual-time-budget=10000", "--dump-dom", probed.resolve().as_uri()]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="bptt-check">(.*?)</pre>', done.stdout, re.DOTALL)
+    assert found, f"the page did not finish loading in Chromium:\n{done.stderr[-2000:]}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_the_reports_load_in_headless_chromium_and_every_image_decodes(tmp_path):
+    config = TrainConfig(task="adding", length=8, hidden=8, steps=8, batch=8, eval_every=4, eval_size=16,
+                         diagnose_every=4)
+    train(config, tmp_path / "run", progress=False)
+    run_page = report(tmp_path / "run")
+    spec = StudySpec(task="adding", lengths=(4, 6), configs=("rnn-tanh", "gru"), steps=4,
+                     base={"hidden": 4, "batch": 4, "eval_every": 2, "eval_size": 8}, name="tiny")
+    run_study(spec, tmp_path / "study", workers=1, progress=False)
+    study_page = report(tmp_path / "study")
+    svgs = sorted((run_page.parent / "figures").glob("*.svg")) + sorted((study_page.parent / "figures").glob("*.svg"))
+    gallery = tmp_path / "svgs.html"  # the SVG files, as a browser shows them
+    sources = [f"data:image/svg+xml;base64,{base64.b64encode(svg.read_bytes()).decode()}" for svg in svgs]
+    gallery.write_text("<!DOCTYPE html><html><head></head><body>"
+                       + "".join(f'<img src="{source}">' for source in sources) + "</body></html>")
+    for page, count in ((run_page, 5), (study_page, 3), (gallery, 8)):
+        outcome = render(page, tmp_path)
+        assert outcome["errors"] == [], f"{page}: {outcome['errors']}"
+        assert len(outcome["images"]) == count
+        for width, height, colours in outcome["images"]:
+            assert width > 300 and height > 200 and colours > 10, outcome["images"]  # decoded, not blank
+
+
+def test_the_browser_check_catches_a_broken_image(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text('<!DOCTYPE html><html><head></head><body><img src="data:image/png;base64,AAAA"></body></html>')
+    outcome = render(page, tmp_path)
+    assert outcome["images"] == [[0, 0, 0]] and "failed to load" in outcome["errors"][0]
