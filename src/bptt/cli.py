@@ -106,6 +106,9 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     add("--overwrite", action="store_true", help="replace an existing run directory")
     add("--device", help="cpu, cuda, ... (default: cuda if available, else cpu)")
     add("--no-progress", action="store_true", help="no progress bar")
+    add("--tensorboard", action="store_true",
+        help="also log scalars, gradient profiles and anomalies for TensorBoard in OUT/tensorboard/ "
+        "(pip install bptt[tensorboard]; view with: tensorboard --logdir OUT)")
     train_parser.set_defaults(run=_run_train)
 
 
@@ -353,6 +356,7 @@ def _run_train(args: argparse.Namespace) -> int:
         overwrite=getattr(args, "overwrite", False),
         device=device,
         progress=False if getattr(args, "no_progress", False) else None,
+        tensorboard=getattr(args, "tensorboard", False),
     )
     print(f"{config.cell} on {config.task} (length {config.length}): {result.verdict()}")
     print(f"run directory: {result.run_dir}")

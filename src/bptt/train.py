@@ -35,6 +35,7 @@ from bptt.remedies.guards import NonFiniteGuard
 from bptt.remedies.regularizers import make_regularizer
 from bptt.rundir import RunDirectory, read_jsonl
 from bptt.tasks import TASKS, AbstractStreamTask, AbstractTask, Batch, get_task
+from bptt.tensorboard_log import TensorBoardLog
 
 VALIDATION_SEED_OFFSET = 1_000_003
 """The validation set is drawn from ``seed + VALIDATION_SEED_OFFSET``, apart from training data."""
@@ -236,6 +237,7 @@ def train(
     device: str | torch.device = "cpu",
     progress: bool | None = None,
     callbacks: Sequence[StepCallback] = (),
+    tensorboard: bool = False,
 ) -> RunResult:
     """Train the model ``config`` describes on its task, writing a run directory at ``out``.
 
@@ -254,12 +256,17 @@ def train(
         device: where to train.
         progress: show a progress bar; ``None`` shows one when stderr is a terminal.
         callbacks: functions called with every step's record.
+        tensorboard: also write the metrics, diagnoses and anomalies as TensorBoard events
+            in ``out/tensorboard/`` (:class:`bptt.tensorboard_log.TensorBoardLog`; needs
+            ``pip install bptt[tensorboard]``).
 
     Returns:
         A :class:`RunResult`; also written to ``out/summary.json``.
     """
     # Validate everything before touching the disk: a bad name must not leave a run dir.
     task = make_task(config)
+    if tensorboard:
+        TensorBoardLog.writer_class()  # missing tensorboard: a clear error, no run directory
     torch.manual_seed(config.seed)
     model = build_model(config, task).to(device)
     optimizer = make_optimizer(config, model)
@@ -314,6 +321,7 @@ def train(
             }
         )
 
+    board = TensorBoardLog(run.path / "tensorboard") if tensorboard else None
     guard = NonFiniteGuard(model, optimizer, policy=config.on_nonfinite, scheduler=scheduler)
     watcher = Watch(
         model,
@@ -322,6 +330,7 @@ def train(
         capture_extra={"config": config.to_dict()},
         # the last scheduled diagnosis also measures the Jacobian products (for the report)
         products_at=lambda at: at + config.diagnose_every > config.steps,
+        on_record=board.watch_record if board else None,
     )
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=config.steps, initial=step, disable=not show, desc=f"{config.cell} {config.task}")
@@ -384,18 +393,24 @@ def train(
         if penalty is not None:
             record["penalty"] = penalty.item()
         run.log(record)
+        if board:
+            board.metrics(record)
         for callback in callbacks:
             callback(record)
         # 8. evaluate and checkpoint on schedule
         if step % config.eval_every == 0 or step == config.steps:
             metrics = validate()
             run.log({"step": step, "split": "validation", **metrics})
+            if board:
+                board.metrics({"step": step, "split": "validation", **metrics})
             bar.write(_eval_line(step, task, metrics, nonfinite_steps))
         if step % config.checkpoint_every == 0 or step == config.steps:
             save_checkpoint()
         bar.set_postfix(loss=f"{loss_value:.4f}", grad=f"{clip.norm:.3g}", **_short(task, metrics))
         bar.update(1)
     bar.close()
+    if board:
+        board.close()
 
     horizon, rate = gradient_reach(model, task, _slice(validation, 0, config.batch))
     test = task.test_set()

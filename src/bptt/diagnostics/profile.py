@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -100,3 +101,14 @@ def decay_rate(profile: Tensor) -> float:
     x, y = distance[usable], profile[usable].log()
     slope = ((x - x.mean()) * (y - y.mean())).sum() / (x - x.mean()).square().sum()
     return math.exp(float(slope))
+
+
+def relative_by_distance(profile: Tensor | Sequence[float]) -> Tensor:
+    """A profile (loss step last, as :meth:`GradientProfile.norms`) by distance from the loss step.
+
+    Returns:
+        Entry ``d`` is ``||δ||`` ``d`` steps before the loss step divided by its value at the
+        loss step (left unscaled when that is 0), float64, shape ``(T,)``.
+    """
+    by_distance = torch.as_tensor(profile, dtype=torch.float64).flip(0)
+    return by_distance / by_distance[0] if by_distance[0] > 0 else by_distance

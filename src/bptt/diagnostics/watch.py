@@ -62,6 +62,8 @@ class Watch:
         products_at: a schedule, ``step -> bool``: the scheduled diagnoses at the steps
             where it is true also measure the Jacobian products (e.g. only the last one);
             ``None``: never, unless ``diagnose_options`` says otherwise.
+        on_record: called as ``on_record("diagnosis" | "anomaly", record)`` with every
+            record as it is made (e.g. to mirror them to TensorBoard).
 
     Attributes:
         diagnoses: the compact records of the scheduled diagnoses, in order.
@@ -80,6 +82,7 @@ class Watch:
         spike_threshold: float = 6.0,
         diagnose_options: dict[str, Any] | None = None,
         products_at: Callable[[int], bool] | None = None,
+        on_record: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         if not isinstance(every, int) or every < 0:
             raise ValueError(f"every must be a non-negative integer (0 = never), got {every!r}")
@@ -93,6 +96,7 @@ class Watch:
         self.capture_extra = capture_extra or {}
         self.diagnose_options = {"products": False} | (diagnose_options or {})
         self.products_at = products_at
+        self.on_record = on_record
         self.spikes = LossSpikeDetector(threshold=spike_threshold)
         self.oscillation = OscillationDetector()
         self.oscillating = False
@@ -159,6 +163,8 @@ class Watch:
             record = {"step": step, **compact_record(diagnosis)}
             self.diagnoses.append(record)
             self._write(DIAGNOSTICS, record)
+            if self.on_record is not None:
+                self.on_record("diagnosis", record)
         return finite
 
     def _grad_norm(self) -> float:
@@ -185,6 +191,8 @@ class Watch:
             record["capture"] = str(self._capture(step, record, batch))
         self.anomalies.append(record)
         self._write(ANOMALIES, record)
+        if self.on_record is not None:
+            self.on_record("anomaly", record)
 
     def _capture(self, step: int, record: dict[str, Any], batch: tuple) -> Path:
         inputs, targets, lengths = batch

@@ -16,6 +16,8 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from bptt.diagnostics.profile import relative_by_distance
+
 Record = dict[str, Any]
 
 
@@ -212,8 +214,7 @@ def longest_solved(rows: Sequence[str], longest: Sequence[int]) -> Figure:
 
 def _relative_profile(record: Record) -> np.ndarray:
     """The top layer's profile, loss step first: entry d is ||δ|| d steps back, relative."""
-    profile = np.asarray(record["layers"][-1]["profile"], dtype=float)[::-1]
-    return profile / profile[0] if profile[0] > 0 else profile
+    return relative_by_distance(record["layers"][-1]["profile"]).numpy()
 
 
 def _spread(items: Sequence[Record], count: int) -> list[Record]:
