@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -98,6 +103,41 @@ def test_a_trial_left_running_by_a_killed_study_is_run_again(tmp_path):
     again = run_study(spec, tmp_path, workers=1, progress=False)
     assert again.ran == 1
     assert {t.status for t in again.trials} == {"finished"}
+
+
+def test_ctrl_c_leaves_the_store_consistent_and_a_rerun_finishes_the_rest(tmp_path):
+    """Ctrl-C reaches the whole process group (driver and pool workers), as in a terminal."""
+    command = [sys.executable, "-m", "bptt.cli", "study", "adding", "--lengths", "5,6,7,8,9,10",
+               "--configs", "rnn-tanh", "--steps", "150", "--hidden", "8", "--batch", "8",
+               "--workers", "2", "--no-progress", "--out", str(tmp_path)]
+    study = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and study.poll() is None:  # until the first trial is done
+        if (tmp_path / STORE).exists():
+            with ResultStore(tmp_path / STORE) as store:
+                if store.counts().get("finished", 0) >= 1:
+                    break
+        time.sleep(0.2)
+    assert study.poll() is None, "the study ended before it could be interrupted"
+    os.killpg(study.pid, signal.SIGINT)
+    _, stderr = study.communicate(timeout=60)
+    assert study.returncode == 130 and "run the same command again" in stderr, stderr
+    with ResultStore(tmp_path / STORE) as store:
+        trials = store.trials()
+        assert store._read("PRAGMA integrity_check") == [("ok",)]
+    assert "running" not in {t.status for t in trials}  # every claim released
+    finished = {t.key for t in trials if t.status == "finished"}
+    assert 1 <= len(finished) < 6
+    assert all(t.error.startswith("interrupted") for t in trials if t.status == "failed")
+    assert all((tmp_path / "trials" / key / "summary.json").exists() for key in finished)
+    rest = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
+                          env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert rest.returncode in (0, 1), rest.stderr  # 1: finished, but a trial did not solve it
+    with ResultStore(tmp_path / STORE) as store:
+        trials = store.trials()
+    assert {t.status for t in trials} == {"finished"}
+    assert all(t.attempts == 1 for t in trials if t.key in finished)  # finished ones were kept
 
 
 def test_a_process_pool_runs_the_grid(tmp_path):

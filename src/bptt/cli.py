@@ -46,8 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bptt: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("bptt: interrupted; the last checkpoint is intact, continue with --resume", file=sys.stderr)
+        hint = INTERRUPTED_HINTS.get(args.command, "")
+        print(f"bptt: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return 130
+
+
+INTERRUPTED_HINTS = {
+    "train": "the last checkpoint is intact, continue with --resume",
+    "study": "finished trials are kept in the store; run the same command again to do the rest",
+}
+"""What to do after Ctrl-C, per command."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
             "tasks and see how far back their gradient reaches through time."
         ),
     )
-    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
     _add_train(commands)
     _add_diagnose(commands)
     _add_replay(commands)

@@ -19,7 +19,7 @@ import os
 import time
 import tomllib
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -224,25 +224,39 @@ def run_study(
         disable = None if progress is None else not progress  # None: only on a terminal
         bar = tqdm(total=len(todo), desc=f"study {spec.name}", unit="trial", disable=disable)
 
+        outstanding: set[str] = set()  # claimed by this run, not yet recorded
+
+        def claimed() -> Iterator[TrialRecord]:
+            for trial in todo:
+                if store.claim(trial.key):  # claimed as submitted
+                    outstanding.add(trial.key)
+                    yield trial
+
         def record(key: str, outcome: tuple[bool, Any]) -> None:
             finished, value = outcome
             if finished:
                 store.finish(key, value)
             else:
                 store.fail(key, value)
+            outstanding.discard(key)
             bar.update(1)
             if on_trial is not None:
                 on_trial(store.trial(key))
 
-        claimed = (trial for trial in todo if store.claim(trial.key))  # claimed as submitted
-        if executor == "ray":
-            _run_on_ray(claimed, record, workers, address)
-        elif (workers or os.cpu_count() or 1) == 1:
-            for trial in claimed:
-                record(trial.key, execute_trial(trial.config, trial.run_dir))
-        else:
-            _run_in_pool(claimed, record, workers or os.cpu_count() or 1)
-        bar.close()
+        try:
+            if executor == "ray":
+                _run_on_ray(claimed(), record, workers, address)
+            elif (workers or os.cpu_count() or 1) == 1:
+                for trial in claimed():
+                    record(trial.key, execute_trial(trial.config, trial.run_dir))
+            else:
+                _run_in_pool(claimed(), record, workers or os.cpu_count() or 1)
+        except BaseException as error:  # Ctrl-C, a dead pool: release this run's claims
+            for key in outstanding:
+                store.fail(key, f"interrupted ({type(error).__name__})")
+            raise
+        finally:
+            bar.close()
         return StudyResult(out, [t for t in store.trials(spec.name) if t.key in ours], len(todo))
 
 
