@@ -147,3 +147,16 @@ def test_many_to_many_verdict_rests_on_products_or_on_lyapunov():
     # the products are bounded by the per-step norms: sigma(J_T...J_1) <= prod sigma(J_t)
     layer = with_products.layers[0]
     assert float(layer.product_norms[-1]) <= float(layer.step_norms[1:, 0].prod()) * (1 + 1e-6)
+
+
+def test_a_relu_network_with_every_unit_dead_vanishes():
+    """Regression: a gradient of exactly 0 beyond the loss step read as 'healthy'."""
+    model = elman("relu", 1.0)
+    with torch.no_grad():
+        model.cells[0].bias_ih.fill_(-100.0)  # z < 0 at every step: every unit dead
+    diagnosis = run(model)
+    layer = diagnosis.layers[0]
+    assert layer.dead_units == 1.0 and layer.horizon == 0
+    assert diagnosis.verdict.kind == "vanishing"
+    assert "from 99 steps back is exactly 0 times" in diagnosis.verdict.explanation
+    assert "100 % of ReLU units are dead" in diagnosis.verdict.explanation

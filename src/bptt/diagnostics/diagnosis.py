@@ -543,7 +543,7 @@ def _diagnose_layer(
         verdict=Verdict("healthy", ""),
         **activity,
     )
-    diagnosis.verdict = judge_layer(diagnosis, options.tolerance)
+    diagnosis.verdict = judge_layer(diagnosis, options.tolerance, farthest=int(lengths.max()) - 1)
     return diagnosis
 
 

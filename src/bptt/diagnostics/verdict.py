@@ -38,11 +38,13 @@ class Verdict:
         return asdict(self)
 
 
-def judge_layer(layer: LayerDiagnosis, tolerance: float) -> Verdict:
+def judge_layer(layer: LayerDiagnosis, tolerance: float, farthest: int | None = None) -> Verdict:
     """Judge one layer from the gradient that reaches the farthest step.
 
     For a many-to-one loss the evidence is the measured profile: the gradient ``D`` steps
-    back from the loss relative to the gradient at the loss step (``D = T - 1``). For a
+    back from the loss relative to the gradient at the loss step, with ``D = farthest``,
+    the longest distance any sample covers (its length minus 1; default ``T - 1``). A
+    gradient that is exactly 0 there (e.g. every ReLU unit dead) is vanishing. For a
     many-to-many loss, whose profile mixes every step's loss, it is the largest gain of
     the Jacobian product over the longest span, :math:`\\sigma_{\\max}(J_T \\cdots J_{T-D+1})`
     (or, without products, :math:`e^{\\lambda_1 D}`).
@@ -50,7 +52,7 @@ def judge_layer(layer: LayerDiagnosis, tolerance: float) -> Verdict:
     """
     if layer.profile_by_distance is not None:
         reach = layer.profile_by_distance
-        distance = int((reach > 0).nonzero().max()) if bool((reach > 0).any()) else reach.numel() - 1
+        distance = reach.numel() - 1 if farthest is None else farthest
         reference = float(reach[0])
         ratio = float(reach[distance]) / reference if reference > 0 else 0.0
         measured = f"the gradient from {distance} steps back is {_times(ratio)} the loss step's"
