@@ -161,11 +161,20 @@ def test_cli_trains_on_npz_arrays_and_refuses_a_bad_file(tmp_path, capsys):
     x = rng.normal(size=(40, 5, 2)).astype(np.float32)
     np.savez(tmp_path / "good.npz", x=x, y=(x[:, 0, 0] > 0).astype(np.int64))
     np.savez(tmp_path / "bad.npz", x=x, y=np.zeros(39, dtype=np.int64))
-    tiny = ["--length", "5", "--hidden", "4", "--steps", "2", "--batch", "4", "--eval-every", "2", "--no-progress"]
+    tiny = ["--hidden", "4", "--steps", "2", "--batch", "4", "--eval-every", "2", "--no-progress"]
     assert main(["train", "--data", str(tmp_path / "good.npz"), *tiny, "--out", str(tmp_path / "a")]) == 0
+    assert "arrays (length 5)" in capsys.readouterr().out  # the file's T, not the default length
     assert main(["train", "--data", str(tmp_path / "bad.npz"), *tiny, "--out", str(tmp_path / "b")]) == 2
     assert "one row per sequence (40)" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+    assert main(["train", "--data", str(tmp_path / "good.npz"), "--length", "9", *tiny, "--out", str(tmp_path / "c")]) == 2
+    assert "its sequences have T = 5 steps" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+    assert main(["diagnose", "--data", str(tmp_path / "good.npz"), "--hidden", "4", "--batch", "4",
+                 "--out", str(tmp_path / "d.json")]) == 0  # the task follows from the file, as for train
+    assert json.loads((tmp_path / "d.json").read_text())["meta"]["steps"] == 5
+    assert main(["diagnose", "--out", str(tmp_path / "e.json")]) == 2
+    assert "diagnose needs RUN_DIR, or --task NAME or --data FILE" in capsys.readouterr().err
 
 
 def test_cli_rejects_a_file_of_unknown_kind_and_a_malformed_option(tmp_path, capsys):

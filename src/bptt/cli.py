@@ -27,6 +27,7 @@ from bptt.tasks import (
     AbstractStreamTask,
     Batch,
     get_task,
+    load_arrays,
     task_for_file,
 )
 from bptt.train import RunResult, build_model, make_task, train
@@ -209,7 +210,7 @@ def _add_diagnose(commands: argparse._SubParsersAction) -> None:
     add("--task", help="task of a fresh model (instead of RUN_DIR)")
     add("--data", help="the task's data file (see bptt train --data)")
     add("--option", dest="task_options", action="append", type=_task_option, metavar="KEY=VALUE", help="a task option")
-    add("--length", type=int, default=DEFAULTS.length, help=f"sequence length (default {DEFAULTS.length})")
+    add("--length", type=int, help=f"sequence length (default {DEFAULTS.length}; for --data FILE.npz: its T)")
     add("--cell", default=DEFAULTS.cell, help=f"cell (default {DEFAULTS.cell})")
     add("--hidden", type=int, default=DEFAULTS.hidden, help=f"hidden units (default {DEFAULTS.hidden})")
     add("--layers", type=int, default=DEFAULTS.layers, help=f"layers (default {DEFAULTS.layers})")
@@ -346,7 +347,18 @@ def _config_from_args(args: argparse.Namespace, saved: Path | None = None) -> Tr
         given["task"] = task_for_file(given["data"])
     if "task" not in given:
         raise ValueError(f"train needs a TASK (one of {', '.join(TASKS.names())}) or --data FILE")
+    if given["task"] == "arrays" and "data" in given:
+        given["length"] = _arrays_length(given["data"], given.get("length"))
     return TrainConfig(**given)
+
+
+def _arrays_length(path: str, given: int | None) -> int:
+    """The length of an .npz data set is its number of steps T; --length may only repeat it."""
+    steps = load_arrays(path)[0].shape[1]
+    if given is not None and given != steps:
+        raise ValueError(f"--length {given} does not apply to {path}: its sequences have T = {steps} "
+                         "steps (leave --length out; cut or pad the arrays in the file to change T)")
+    return steps
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -400,8 +412,14 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_diagnose(args: argparse.Namespace) -> int:
-    if (args.run_dir is None) == (args.task is None):
-        raise ValueError("diagnose needs either RUN_DIR or --task (with --cell, --length, ...), not both")
+    if args.task is None and args.data is not None:
+        args.task = task_for_file(args.data)
+    if args.run_dir is not None and args.task is not None:
+        raise ValueError("diagnose takes RUN_DIR or --task/--data (with --cell, --length, ...), not both")
+    if args.run_dir is None and args.task is None:
+        raise ValueError("diagnose needs RUN_DIR, or --task NAME or --data FILE (with --cell, --length, ...)")
+    if args.task == "arrays" and args.data is not None:
+        args.length = _arrays_length(args.data, args.length)
     if args.run_dir is not None:
         run = RunDirectory(args.run_dir)
         config = run.config()
@@ -412,7 +430,7 @@ def _run_diagnose(args: argparse.Namespace) -> int:
         default_out = args.run_dir / "diagnosis.json"
     else:
         config = TrainConfig(
-            task=args.task, length=args.length, cell=args.cell, hidden=args.hidden,
+            task=args.task, length=args.length or DEFAULTS.length, cell=args.cell, hidden=args.hidden,
             layers=args.layers, init=args.init, seed=args.seed, data=args.data,
             task_options=dict(args.task_options or []),
         )
