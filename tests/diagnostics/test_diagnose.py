@@ -86,6 +86,39 @@ def test_step_norm_quantiles_describe_the_valid_steps_only():
     assert layer.to_dict()["step_norm_quantiles"] == layer.step_norm_quantiles
 
 
+@pytest.mark.parametrize("cell", ["skip-rnn:3", "residual-rnn", "indrnn"])
+def test_profile_of_skip_residual_and_indrnn_cells_matches_the_perturbation_reference(cell):
+    """Regression: diagnose failed on a skip-k state (its initial zeros have no graph) and on
+    IndRNN's vector weight."""
+    torch.manual_seed(1)
+    model = Recurrent.from_name(cell, 3, 5).double()
+    x = torch.randn(10, 4, 3, dtype=torch.float64)
+    weights = torch.randn(4, 5, dtype=torch.float64)
+    (layer,) = diagnose(model, x, None, lambda out, _: (out[0][-1] * weights).sum()).layers
+    step = model.cells[0]
+    eps = torch.zeros(10, 4, 5, dtype=torch.float64, requires_grad=True)
+    state = step.init_state(4, dtype=torch.float64)
+    for t in range(10):
+        state = step.step(x[t], state)
+        state = (state[0] + eps[t], *state[1:]) if isinstance(state, tuple) else state + eps[t]
+    hidden = state[0] if isinstance(state, tuple) else state
+    (grad,) = torch.autograd.grad((hidden * weights).sum(), eps)
+    torch.testing.assert_close(layer.profile, grad.square().sum((1, 2)).sqrt(), rtol=1e-8, atol=1e-12)
+    assert float(layer.gradient_by_distance.sum()) == pytest.approx(1.0, abs=1e-8)
+
+
+def test_a_large_float32_gradient_is_diagnosed_not_refused():
+    """Regression: squaring per-sample norms above ~1.8e19 overflowed float32 to inf."""
+    torch.manual_seed(0)
+    model = Recurrent.from_name("rnn-relu", 2, 16)
+    with torch.no_grad():
+        model.cells[0].weight_hh.copy_(4 * torch.linalg.qr(torch.randn(16, 16))[0])
+    x = torch.rand(50, 8, 2)
+    diagnosis = diagnose(model, x, None, lambda out, _: out[0][-1].sum())
+    assert diagnosis.verdict.kind == "exploding"
+    assert torch.isfinite(diagnosis.layers[0].profile).all() and diagnosis.layers[0].profile.max() > 1e19
+
+
 def torch_cell_steps(module: nn.RNNBase):
     """Reference steps from torch.nn.RNNCell / GRUCell / LSTMCell with the module's weights."""
     steps = []
@@ -208,7 +241,7 @@ def per_use_contributions(cell: AbstractCell, x: torch.Tensor, per_step_loss):
     return inner / total.square().sum()
 
 
-@pytest.mark.parametrize("cell", ["rnn-tanh", "gru", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn-tanh", "gru", "lstm", "indrnn"])
 def test_weight_gradient_by_distance_many_to_many(cell):
     torch.manual_seed(4)
     model = Recurrent.from_name(cell, 2, 4).double()
@@ -232,9 +265,10 @@ def test_weight_gradient_by_distance_many_to_many(cell):
     assert short.gradient_beyond == pytest.approx(float(expected[4:].sum()), abs=1e-10)
 
 
-def test_weight_gradient_by_distance_many_to_one():
+@pytest.mark.parametrize("cell", ["lstm", "indrnn"])  # indrnn: a diagonal weight stored as a vector
+def test_weight_gradient_by_distance_many_to_one(cell):
     torch.manual_seed(5)
-    model = Recurrent.from_name("lstm", 2, 4).double()
+    model = Recurrent.from_name(cell, 2, 4).double()
     x = torch.randn(9, 3, 2, dtype=torch.float64)
     weights = torch.randn(3, 4, dtype=torch.float64)
     per_step = lambda out: torch.stack([(out[-1] * weights).sum() if t == 8 else out[t].sum() * 0 for t in range(9)])

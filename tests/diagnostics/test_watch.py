@@ -146,7 +146,7 @@ def test_cli_diagnose_run_dir_and_fresh_model(tmp_path, capsys):
 
 def test_cli_diagnose_needs_one_source(capsys):
     assert main(["diagnose"]) == 2
-    assert "either RUN_DIR or --task" in capsys.readouterr().err
+    assert "diagnose needs RUN_DIR, or --task NAME or --data FILE" in capsys.readouterr().err
 
 
 def test_a_loss_spike_is_captured_and_replayed_from_a_user_loop(tmp_path):

@@ -420,8 +420,13 @@ def _backward(
         wanted += [part for parts in states for part in parts]
         wanted += list(layer.tape.outputs) + list(finals) + list(layer.tape.recurrent_parts)
     wanted += list(parameters.values()) + weights
-    grads = torch.autograd.grad(loss, wanted, allow_unused=True, materialize_grads=True)
-    grads = [grad.detach() for grad in grads]
+    # parts of a state that no parameter reached (e.g. the zeros a skip-k cell's state
+    # starts with) have no graph: their gradient is zero
+    reached = [index for index, tensor in enumerate(wanted) if tensor.requires_grad]
+    found = torch.autograd.grad(loss, [wanted[i] for i in reached], allow_unused=True, materialize_grads=True)
+    grads = [torch.zeros_like(tensor) for tensor in wanted]
+    for index, grad in zip(reached, found, strict=True):
+        grads[index] = grad.detach()
     per_layer, cursor = [], 0
     for layer, states, finals in zip(layers, state_parts, final_parts, strict=True):
         count, steps = len(finals), len(states)
@@ -475,7 +480,7 @@ def _diagnose_layer(
     step = _flat_step(cell)
 
     hidden = cell.hidden_size
-    per_sample = delta[..., :hidden].norm(dim=-1)
+    per_sample = delta[..., :hidden].double().norm(dim=-1)  # float64: squares of big float32 norms overflow
     profile = per_sample.square().sum(1).sqrt()
     by_distance = _by_distance(per_sample.square(), lengths).sqrt() if many_to_one else None
     horizon = None
@@ -485,7 +490,9 @@ def _diagnose_layer(
     # Step k's term of dL/dW_hh is g_k^T h_(k-1), g_k = dL/d(W_hh h_(k-1) + b_hh): its
     # projection on G = dL/dW_hh is <g_k, G h_(k-1)>, and these sum to ||G||^2.
     hidden_before = previous[..., : cell.hidden_size]
-    contributions = (gradients.recurrent * (hidden_before @ weight_grad.T)).sum(-1)
+    # G h_(k-1) for a weight matrix; G ⊙ h_(k-1) for a diagonal one stored as a vector (IndRNN)
+    moved = hidden_before * weight_grad if weight_grad.ndim == 1 else hidden_before @ weight_grad.T
+    contributions = (gradients.recurrent * moved).sum(-1)
     total = weight_grad.square().sum()
     scale = 1 / total if total > 0 else torch.zeros_like(total)
     by_position = contributions.sum(1) * scale
