@@ -27,6 +27,16 @@ COMMANDS = {
             "([Studies](studies.md#the-adding-problem-study-what-make-demo-runs))."
         ),
     ),
+    "demo-profiles.png": (
+        (
+            "make demo     # as above\n"
+            "cp runs/demo/report/figures/profiles.png docs/figures/demo-profiles.png"
+        ),
+        (
+            "The demo study's gradient profiles at the end of training, per configuration and length "
+            "([Studies](studies.md#the-adding-problem-study-what-make-demo-runs))."
+        ),
+    ),
 }
 """Figures not made by a guide snippet: file name -> (command, caption)."""
 
