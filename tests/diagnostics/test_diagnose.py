@@ -116,7 +116,8 @@ def test_a_large_float32_gradient_is_diagnosed_not_refused():
     x = torch.rand(50, 8, 2)
     diagnosis = diagnose(model, x, None, lambda out, _: out[0][-1].sum())
     assert diagnosis.verdict.kind == "exploding"
-    assert torch.isfinite(diagnosis.layers[0].profile).all() and diagnosis.layers[0].profile.max() > 1e19
+    profile = diagnosis.layers[0].profile
+    assert profile.dtype == torch.float32 and torch.isfinite(profile).all() and profile.max() > 1e19
 
 
 def torch_cell_steps(module: nn.RNNBase):

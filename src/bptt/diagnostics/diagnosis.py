@@ -481,8 +481,8 @@ def _diagnose_layer(
 
     hidden = cell.hidden_size
     per_sample = delta[..., :hidden].double().norm(dim=-1)  # float64: squares of big float32 norms overflow
-    profile = per_sample.square().sum(1).sqrt()
-    by_distance = _by_distance(per_sample.square(), lengths).sqrt() if many_to_one else None
+    profile = per_sample.square().sum(1).sqrt().to(delta.dtype)
+    by_distance = _by_distance(per_sample.square(), lengths).sqrt().to(delta.dtype) if many_to_one else None
     horizon = None
     if by_distance is not None:
         horizon = effective_horizon(by_distance.flip(0), options.tolerance)
