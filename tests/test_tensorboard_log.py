@@ -40,9 +40,9 @@ def test_scalars_profiles_and_figures_match_the_run_directory(tmp_path):
     diagnoses = read_jsonl(tmp_path / "run" / "diagnostics.jsonl")
     name = diagnoses[0]["layers"][0]["name"]
     assert scalars(board, f"diagnosis/{name}/horizon") == {r["step"]: r["layers"][0]["horizon"] for r in diagnoses}
-    for distance in (1, 2, 4, 8):
+    for distance in (1, 2, 4, 8, 9):
         expected = {r["step"]: float(relative_by_distance(r["layers"][0]["profile"])[distance]) for r in diagnoses}
-        assert scalars(board, f"profile/{name}/d={distance}") == pytest.approx(expected, rel=1e-6)
+        assert scalars(board, f"diagnosis/{name}/profile_d{distance}") == pytest.approx(expected, rel=1e-6)
     assert [image.step for image in board.Images(f"profile/{name}")] == [6, 12]
 
 

@@ -11,10 +11,12 @@ What is logged, against the training step:
 - ``train/loss``, ``train/grad_norm`` (before clipping), ``train/clip_threshold``,
   ``train/clipped`` (0 or 1), ``train/lr``, ``train/skipped_nonfinite`` (0 or 1);
 - ``validation/<metric>`` at every evaluation;
-- at every scheduled diagnosis, per recurrent layer ``L``: ``diagnosis/L/horizon``,
-  ``decay_rate``, ``median_step_norm``, ``lyapunov_1``, the gradient profile relative to the
-  loss step at distances 1, 2, 4, ... as ``profile/L/d=D`` scalars, and the whole profile
-  as a figure ``profile/L`` (the Images tab; one per diagnosis, on the step slider);
+- at every scheduled diagnosis, per recurrent layer ``L``, ``diagnosis/L/KEY`` for the
+  scalars of :func:`bptt.diagnostics.watch.layer_scalars` (horizon, decay rate, median
+  σ_max(J_t), λ₁, saturation, and the gradient profile relative to the loss step at
+  distances 1, 2, 4, ..., T - 1 as ``profile_d<d>``, the names the Lightning callback
+  logs), and the whole profile as a figure ``profile/L`` (the Images tab; one per
+  diagnosis, on the step slider);
 - every anomaly (non-finite step, loss spike, oscillation) as text under ``anomalies``.
 """
 
@@ -27,6 +29,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from bptt.diagnostics.profile import relative_by_distance
+from bptt.diagnostics.watch import layer_scalars
 
 __all__ = ["TensorBoardLog"]
 
@@ -74,16 +77,9 @@ class TensorBoardLog:
             return
         for layer in record["layers"]:
             name = layer["name"]
-            lyapunov = layer["lyapunov"][0] if layer["lyapunov"] else None
-            for key, value in (("horizon", layer["horizon"]), ("decay_rate", layer["decay_rate"]),
-                               ("median_step_norm", layer["median_step_norm"]), ("lyapunov_1", lyapunov)):
-                if value is not None:
-                    self.writer.add_scalar(f"diagnosis/{name}/{key}", float(value), step)
+            for key, value in layer_scalars(layer).items():
+                self.writer.add_scalar(f"diagnosis/{name}/{key}", value, step)
             relative = relative_by_distance(layer["profile"]).numpy()
-            distance = 1
-            while distance < len(relative):
-                self.writer.add_scalar(f"profile/{name}/d={distance}", float(relative[distance]), step)
-                distance *= 2
             self.writer.add_figure(f"profile/{name}", _profile_figure(relative, name, step), step)
 
     def close(self) -> None:

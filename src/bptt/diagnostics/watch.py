@@ -37,7 +37,7 @@ from bptt.diagnostics.anomalies import (
 from bptt.diagnostics.diagnosis import Diagnosis, LossFunction, diagnose
 from bptt.rundir import append_jsonl, atomic_write
 
-__all__ = ["Watch", "compact_record", "load_capture", "watch"]
+__all__ = ["Watch", "compact_record", "layer_scalars", "load_capture", "watch"]
 
 DIAGNOSTICS, ANOMALIES, CAPTURES = "diagnostics.jsonl", "anomalies.jsonl", "captures"
 
@@ -246,6 +246,38 @@ def compact_record(diagnosis: Diagnosis) -> dict[str, Any]:
         "explanation": diagnosis.verdict.explanation,
         "layers": layers,
     }
+
+
+def layer_scalars(layer: dict[str, Any]) -> dict[str, float]:
+    """One layer of a :func:`compact_record` as scalars for a metrics logger.
+
+    Returns:
+        ``horizon``, ``decay_rate``, ``spectral_norm_median`` (median σ_max(J_t)),
+        ``lyapunov_max``, ``saturation`` and ``profile_d<d>``: ``||δ||`` ``d`` steps before
+        the last step relative to the last step's, for d = 1, 2, 4, ..., T - 1. Values that
+        are ``None`` (not measured, or not finite) are left out.
+    """
+    values = {
+        "horizon": layer["horizon"],
+        "decay_rate": layer["decay_rate"],
+        "spectral_norm_median": layer["median_step_norm"],
+        "lyapunov_max": layer["lyapunov"][0] if layer["lyapunov"] else None,
+        "saturation": layer["saturation"],
+    }
+    profile = layer["profile"]  # ||δ_k|| for k = 0..T-1; None where not finite
+    if profile and profile[-1]:
+        for d in _profile_distances(len(profile)):
+            if profile[-1 - d] is not None:
+                values[f"profile_d{d}"] = profile[-1 - d] / profile[-1]
+    return {key: float(value) for key, value in values.items() if value is not None}
+
+
+def _profile_distances(steps: int) -> list[int]:
+    """Where the profile is logged: d = 1, 2, 4, ... below ``steps - 1``, then ``steps - 1``."""
+    if steps < 2:
+        return []
+    longest = steps - 1
+    return [2**i for i in range(longest.bit_length()) if 2**i < longest] + [longest]
 
 
 def load_capture(path: str | Path) -> dict[str, Any]:

@@ -76,7 +76,7 @@ import torch
 from torch import Tensor
 
 from bptt.diagnostics.diagnosis import ForwardFunction, LossFunction
-from bptt.diagnostics.watch import Watch
+from bptt.diagnostics.watch import Watch, layer_scalars
 from bptt.remedies.clipping import (
     AbstractClipper,
     ClipEvent,
@@ -356,7 +356,8 @@ class BPTTCallback(pl.Callback):
     def _log_diagnosis(self, trainer: pl.Trainer, record: dict[str, Any]) -> None:
         metrics = {"bptt/verdict": VERDICT_CODES[record["verdict"]]}
         for layer in record["layers"]:
-            metrics |= _layer_metrics(layer)
+            scalars = {"verdict": VERDICT_CODES[layer["verdict"]]} | layer_scalars(layer)
+            metrics |= {f"bptt/{layer['name']}/{key}": value for key, value in scalars.items()}
         step = record["step"]
         _log_metrics(trainer, metrics, step)
         for logger in _tensorboards(trainer):
@@ -375,36 +376,6 @@ class BPTTCallback(pl.Callback):
             logger.experiment.add_text(
                 "bptt/anomalies", f"**{record['kind']}**: {record['message']}", step
             )
-
-
-def _layer_metrics(layer: dict[str, Any]) -> dict[str, float]:
-    """The scalars logged for one layer of a compact diagnosis record (``None`` left out)."""
-    values = {
-        "verdict": VERDICT_CODES[layer["verdict"]],
-        "horizon": layer["horizon"],
-        "decay_rate": layer["decay_rate"],
-        "spectral_norm_median": layer["median_step_norm"],
-        "lyapunov_max": layer["lyapunov"][0] if layer["lyapunov"] else None,
-        "saturation": layer["saturation"],
-    }
-    profile = layer["profile"]  # ||δ_k|| for k = 0..T-1; None where not finite
-    if profile and profile[-1]:
-        for d in _profile_distances(len(profile)):
-            if profile[-1 - d] is not None:
-                values[f"profile_d{d}"] = profile[-1 - d] / profile[-1]
-    return {
-        f"bptt/{layer['name']}/{key}": float(v)
-        for key, v in values.items()
-        if v is not None
-    }
-
-
-def _profile_distances(steps: int) -> list[int]:
-    """Where the profile is logged: d = 1, 2, 4, ... below ``steps - 1``, then ``steps - 1``."""
-    if steps < 2:
-        return []
-    longest = steps - 1
-    return [2**i for i in range(longest.bit_length()) if 2**i < longest] + [longest]
 
 
 def _log_metrics(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:
