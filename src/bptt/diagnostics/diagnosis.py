@@ -422,11 +422,9 @@ def _backward(
     wanted += list(parameters.values()) + weights
     # parts of a state that no parameter reached (e.g. the zeros a skip-k cell's state
     # starts with) have no graph: their gradient is zero
-    reached = [index for index, tensor in enumerate(wanted) if tensor.requires_grad]
-    found = torch.autograd.grad(loss, [wanted[i] for i in reached], allow_unused=True, materialize_grads=True)
-    grads = [torch.zeros_like(tensor) for tensor in wanted]
-    for index, grad in zip(reached, found, strict=True):
-        grads[index] = grad.detach()
+    reached = [tensor for tensor in wanted if tensor.requires_grad]
+    found = iter(torch.autograd.grad(loss, reached, allow_unused=True, materialize_grads=True))
+    grads = [next(found).detach() if tensor.requires_grad else torch.zeros_like(tensor) for tensor in wanted]
     per_layer, cursor = [], 0
     for layer, states, finals in zip(layers, state_parts, final_parts, strict=True):
         count, steps = len(finals), len(states)
