@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vjp
 
+from bptt.diagnostics.jacobian import _batched, _power_iteration
 from bptt.diagnostics.profile import decay_rate, effective_horizon
 from bptt.diagnostics.verdict import Verdict
 
@@ -202,23 +203,20 @@ def diagnose_depth(
 def _spectral_norm(
     layer: nn.Module, x: Tensor, iterations: int, generator: torch.Generator
 ) -> Tensor:
-    """:math:`\\sigma_{\\max}` of the Jacobian of ``layer`` at every row of ``x``, shape ``(n,)``."""
+    """:math:`\\sigma_{\\max}` of the Jacobian of ``layer`` at every row of ``x``, shape ``(n,)``:
+    the diagnostics' power iteration, run until it no longer moves (or ``iterations``)."""
     params = {name: p.detach() for name, p in layer.named_parameters()}
     buffers = dict(layer.named_buffers())
+    rows = x.flatten(1)
 
-    def apply(a: Tensor) -> Tensor:
-        return functional_call(layer, (params, buffers), (a,))
+    def apply(a: Tensor) -> Tensor:  # (n, inputs) -> (n, outputs), whatever the layer's shapes
+        return functional_call(layer, (params, buffers), (a.reshape(x.shape),)).flatten(1)
 
-    _, pullback = vjp(apply, x)
-    v = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-    rows = (x.shape[0],) + (1,) * (x.ndim - 1)
-    sigma = x.new_zeros(x.shape[0])
-    for _ in range(iterations):
-        v = v / v.flatten(1).norm(dim=1).clamp_min(1e-300).reshape(rows)
-        _, u = jvp(apply, (x,), (v,))
-        sigma = u.flatten(1).norm(dim=1)
-        (v,) = pullback(u)
-    return sigma
+    _, pullback = vjp(apply, rows)
+    forward = _batched(lambda v: jvp(apply, (rows,), (v,))[1])
+    backward = _batched(lambda u: pullback(u)[0])
+    start = torch.randn((1, *rows.shape), generator=generator, dtype=rows.dtype).to(rows.device)
+    return _power_iteration(forward, backward, start, iterations, tolerance=0.0)
 
 
 def _verdict(profile: Tensor, tolerance: float, horizon: int) -> Verdict:
