@@ -65,8 +65,7 @@ def run_panels(path: Path) -> tuple[list[Panel], str]:
                     "and global gradient norm per step (orange crosses: clipped steps; red lines: "
                     f"non-finite steps, skipped), and the validation {metric}.",
                     plots.training_curves(metrics, metric))]
-    diagnoses = [r for r in read_jsonl(path / "diagnostics.jsonl") if r.get("layers")] \
-        if (path / "diagnostics.jsonl").exists() else []
+    diagnoses = _diagnoses(path)
     if diagnoses:
         panels += [
             Panel("profile", "The gradient profile ||dL/dh_k|| against the distance from the loss step, "
@@ -121,9 +120,9 @@ def study_panels(path: Path) -> tuple[list[Panel], str]:
     ]
     profiles: dict[int, dict[str, dict]] = {}
     for trial, config in zip(trials, configs, strict=True):
-        last = _last_diagnosis(Path(trial.run_dir)) if trial.status == "finished" else None
-        if last is not None:
-            profiles.setdefault(config.length, {}).setdefault(label(config), last)
+        diagnoses = _diagnoses(Path(trial.run_dir)) if trial.status == "finished" else []
+        if diagnoses:
+            profiles.setdefault(config.length, {}).setdefault(label(config), diagnoses[-1])
     if profiles:
         panels.append(Panel("profiles", f"{task}: how far back the gradient reaches at the end of training, "
                             "per configuration (the last scheduled diagnosis of each configuration's "
@@ -136,8 +135,7 @@ def study_panels(path: Path) -> tuple[list[Panel], str]:
     return panels, f"{len(trials)} trials of {task}; solved / finished per configuration and length:\n{table}"
 
 
-def _last_diagnosis(run_dir: Path) -> dict | None:
-    """The last scheduled diagnosis of a run that has one."""
+def _diagnoses(run_dir: Path) -> list[dict]:
+    """A run's scheduled diagnoses that have layers (a non-finite pass has none), in order."""
     path = run_dir / "diagnostics.jsonl"
-    records = [r for r in read_jsonl(path) if r.get("layers")] if path.exists() else []
-    return records[-1] if records else None
+    return [r for r in read_jsonl(path) if r.get("layers")] if path.exists() else []
