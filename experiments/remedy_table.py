@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from bptt import TrainConfig, train
-from bptt.rundir import RunDirectory, read_jsonl
+from bptt.jsonio import read_jsonl
+from bptt.rundir import RunDirectory
 from bptt.tasks import Batch
 from bptt.train import VALIDATION_SEED_OFFSET, build_model, gradient_reach, make_task
 

@@ -19,7 +19,7 @@ import pytest
 from bptt import TrainConfig, train
 from bptt.cli import main
 from bptt.report import report
-from bptt.rundir import read_jsonl
+from bptt.jsonio import read_jsonl
 from bptt.study import StudySpec, run_study
 
 

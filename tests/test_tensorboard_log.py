@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from bptt import TrainConfig, train
 from bptt.cli import main
 from bptt.diagnostics.profile import relative_by_distance
-from bptt.rundir import read_jsonl
+from bptt.jsonio import read_jsonl
 
 CONFIG = TrainConfig(task="adding", length=10, hidden=8, steps=12, batch=8, eval_every=6, eval_size=16,
                      diagnose_every=6, clip_norm=0.5)

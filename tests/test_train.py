@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from bptt import TrainConfig, train
-from bptt.rundir import RunDirectory, RunDirectoryError, read_jsonl
+from bptt.jsonio import read_jsonl
+from bptt.rundir import RunDirectory, RunDirectoryError
 
 train_module = importlib.import_module("bptt.train")
 

@@ -39,7 +39,8 @@ from bptt.cells import ElmanCell, cell_spec, make_cell
 from bptt.config import TrainConfig
 from bptt.diagnostics import Diagnosis, diagnose
 from bptt.diagnostics.diagnosis import LayerDiagnosis
-from bptt.rundir import RunDirectory, read_jsonl
+from bptt.jsonio import read_jsonl
+from bptt.rundir import RunDirectory
 from bptt.train import RunResult, build_model, make_task, train
 
 __all__ = [

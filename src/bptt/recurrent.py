@@ -15,7 +15,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from torch.utils.hooks import RemovableHandle
 
 from bptt.cells import AbstractCell, State, make_cell, map_state
-from bptt.diagnostics.profile import GradientProfile
+from bptt.gradient_profile import GradientProfile
 
 StepHook = Callable[[int, int, State], None]
 """``hook(layer, t, state)``, called after every step of the unrolled loop."""

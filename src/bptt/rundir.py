@@ -8,16 +8,14 @@ Every file that matters is written atomically (a temporary file in the same fold
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
 from bptt.config import TrainConfig
+from bptt.jsonio import append_jsonl, atomic_write, read_jsonl, write_json
 
 CONFIG, METRICS, CHECKPOINT, SUMMARY = "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json"
 LOGS = (METRICS, "diagnostics.jsonl", "anomalies.jsonl")
@@ -27,43 +25,6 @@ CHECKPOINT_KEYS = frozenset({"step", "model", "optimizer", "scheduler", "rng", "
 
 class RunDirectoryError(ValueError):
     """A run directory cannot be created, resumed or read as asked."""
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through ``write(file)`` so that readers see the old or the new file, never a part."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, value: Any) -> None:
-    atomic_write(path, lambda file: file.write(json.dumps(value, indent=2).encode() + b"\n"))
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON record as a line of ``path``."""
-    with open(path, "a") as file:
-        file.write(json.dumps(record) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """All records of a JSON-lines file, in order (a torn last line from a crash is dropped)."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
 
 
 class RunDirectory:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from bptt._registry import unknown_name_message
 from bptt.cells import CELLS
 from bptt.config import TrainConfig
-from bptt.rundir import read_jsonl
+from bptt.jsonio import read_jsonl
 from bptt.store import ResultStore, TrialRecord, trial_key
 
 PRESETS: dict[str, dict[str, Any]] = {

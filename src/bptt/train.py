@@ -33,7 +33,8 @@ from bptt.remedies.clipping import (
 from bptt.remedies.constraints import AbstractConstraint, make_constraint
 from bptt.remedies.guards import NonFiniteGuard
 from bptt.remedies.regularizers import make_regularizer
-from bptt.rundir import RunDirectory, read_jsonl
+from bptt.jsonio import read_jsonl
+from bptt.rundir import RunDirectory
 from bptt.tasks import TASKS, AbstractStreamTask, AbstractTask, Batch, get_task
 from bptt.tensorboard_log import TensorBoardLog
 

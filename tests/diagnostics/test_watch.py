@@ -15,7 +15,7 @@ from bptt.cli import main
 from bptt.diagnostics import LossSpikeDetector, OscillationDetector
 from bptt.diagnostics.watch import load_capture
 from bptt.replay import replay
-from bptt.rundir import read_jsonl
+from bptt.jsonio import read_jsonl
 
 
 def test_spike_detector_flags_a_jump_but_not_noise():

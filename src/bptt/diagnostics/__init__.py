@@ -1,5 +1,7 @@
 """Diagnostics: see the gradient along the time axis."""
 
+from bptt.gradient_profile import GradientProfile
+
 from bptt.diagnostics.anomalies import (
     LossSpikeDetector,
     NonFiniteReport,
@@ -13,7 +15,7 @@ from bptt.diagnostics.diagnosis import (
     diagnose,
     gradient_profiles,
 )
-from bptt.diagnostics.profile import GradientProfile, decay_rate, effective_horizon
+from bptt.diagnostics.profile import decay_rate, effective_horizon
 from bptt.diagnostics.verdict import Verdict
 from bptt.diagnostics.watch import Watch, watch
 

@@ -44,7 +44,8 @@ from bptt.diagnostics.profile import decay_rate, effective_horizon
 from bptt.diagnostics.trace import TapedLayer, profiling, taping
 from bptt.diagnostics.verdict import Verdict, judge_layer, overall_verdict
 from bptt.recurrent import LayerTape, Recurrent
-from bptt.rundir import write_json
+from bptt.gradient_profile import sum_by_distance
+from bptt.jsonio import write_json
 
 __all__ = [
     "STEP_NORM_QUANTILES", "Diagnosis", "LayerDiagnosis", "default_loss", "diagnose", "gradient_profiles",
@@ -480,7 +481,7 @@ def _diagnose_layer(
     hidden = cell.hidden_size
     per_sample = delta[..., :hidden].double().norm(dim=-1)  # float64: squares of big float32 norms overflow
     profile = per_sample.square().sum(1).sqrt().to(delta.dtype)
-    by_distance = _by_distance(per_sample.square(), lengths).sqrt().to(delta.dtype) if many_to_one else None
+    by_distance = sum_by_distance(per_sample.square(), lengths).sqrt().to(delta.dtype) if many_to_one else None
     horizon = None
     if by_distance is not None:
         horizon = effective_horizon(by_distance.flip(0), options.tolerance)
@@ -495,7 +496,7 @@ def _diagnose_layer(
     scale = 1 / total if total > 0 else torch.zeros_like(total)
     by_position = contributions.sum(1) * scale
     if many_to_one:
-        by_distance_share = _by_distance(contributions, lengths) * scale
+        by_distance_share = sum_by_distance(contributions, lengths) * scale
         beyond = 0.0
     else:
         tangents = _weight_tangents(cell, inputs, previous, valid, weight_grad)
@@ -676,15 +677,6 @@ def _lengths(tape: LayerTape) -> Tensor:
     if tape.mask is None:
         return torch.full((batch,), steps, dtype=torch.long, device=tape.inputs.device)
     return tape.mask.sum(0)
-
-
-def _by_distance(values: Tensor, lengths: Tensor) -> Tensor:
-    """Sum over samples of ``values[L_b - 1 - d, b]``, for d = 0..T-1."""
-    steps = values.shape[0]
-    distance = torch.arange(steps, device=values.device).unsqueeze(1)
-    index = lengths.to(values.device).unsqueeze(0) - 1 - distance
-    gathered = values.gather(0, index.clamp(min=0))
-    return torch.where(index >= 0, gathered, 0.0).sum(1)
 
 
 def _span_ladder(steps: int) -> list[int]:

@@ -1,64 +1,12 @@
-"""The gradient profile: ||dL/dh_k|| for every step k, and how far back it reaches."""
+"""How far back a gradient profile ||dL/dh_k|| reaches: the effective horizon and the decay rate."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-
-
-@dataclass
-class GradientProfile:
-    r"""Norms of the total derivative :math:`\delta_k = \partial L / \partial h_k`, per layer.
-
-    Filled during a backward pass by :meth:`bptt.Recurrent.recording_profile`: the explicit
-    BPTT of Elman layers computes it in its own backward recursion, other cells through
-    gradient hooks on each step's hidden state.
-
-    Attributes:
-        per_sample: layer index -> tensor of shape ``(T, B)`` holding, for every step k
-            and sample b, the norm over hidden units of :math:`\delta_k` for that sample.
-    """
-
-    per_sample: dict[int, Tensor] = field(default_factory=dict)
-
-    def norms(self, layer: int = -1) -> Tensor:
-        """The profile of one layer over the whole batch, ``||δ_k||`` for k = 1..T, shape ``(T,)``.
-
-        Args:
-            layer: layer index; negative counts from the top (``-1`` = last layer).
-        """
-        if not self.per_sample:
-            raise RuntimeError(
-                "the gradient profile is empty: run forward and backward inside "
-                "`with recurrent.recording_profile() as profile:` first"
-            )
-        layers = sorted(self.per_sample)
-        return self.per_sample[layers[layer]].square().sum(dim=1).sqrt()
-
-    def norms_by_distance(self, lengths: Tensor, layer: int = -1) -> Tensor:
-        r"""The profile against the distance from each sample's last valid step.
-
-        For a many-to-one loss on a variable-length batch, the loss of sample ``b`` sits at
-        step ``lengths[b] - 1``; this aligns the samples there, so that entry ``T - 1 - d``
-        is the norm over the batch of :math:`\delta` at distance ``d`` (samples shorter
-        than ``d + 1`` contribute nothing). Ordered like :meth:`norms`, the loss step last,
-        so :func:`effective_horizon` reads it the same way.
-
-        Args:
-            lengths: ``(B,)`` valid lengths.
-            layer: layer index; negative counts from the top.
-        """
-        self.norms(layer)  # the same error when empty
-        per_sample = self.per_sample[sorted(self.per_sample)[layer]]
-        steps = per_sample.shape[0]
-        distance = torch.arange(steps, device=per_sample.device).unsqueeze(1)
-        position = lengths.to(per_sample.device).unsqueeze(0) - 1 - distance  # (T, B)
-        aligned = per_sample.gather(0, position.clamp(min=0)) * (position >= 0)
-        return aligned.square().sum(dim=1).sqrt().flip(0)
 
 
 def effective_horizon(profile: Tensor, tolerance: float = 1e-3) -> int:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from bptt.cells import AbstractCell, ElmanCell, GRUCell, LSTMCell
-from bptt.diagnostics.profile import GradientProfile
+from bptt.gradient_profile import GradientProfile
 from bptt.recurrent import LayerTape, Recurrent
 
 __all__ = ["TapedLayer", "profiling", "recurrent_modules", "taping", "unrolled_twin"]
@@ -117,7 +117,7 @@ def profiling(model: nn.Module) -> Iterator[dict[str, GradientProfile]]:
     unrolled loop with gradient hooks. Torch modules are routed through their twin.
 
     Yields:
-        module path -> :class:`~bptt.diagnostics.profile.GradientProfile`, filled by the
+        module path -> :class:`~bptt.gradient_profile.GradientProfile`, filled by the
         next backward pass.
     """
     profiles: dict[str, GradientProfile] = {}

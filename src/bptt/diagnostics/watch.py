@@ -35,7 +35,7 @@ from bptt.diagnostics.anomalies import (
     OscillationDetector,
 )
 from bptt.diagnostics.diagnosis import Diagnosis, LossFunction, diagnose
-from bptt.rundir import append_jsonl, atomic_write
+from bptt.jsonio import append_jsonl, atomic_write
 
 __all__ = ["Watch", "compact_record", "layer_scalars", "load_capture", "watch"]
 

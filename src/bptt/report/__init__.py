@@ -18,7 +18,8 @@ import numpy as np
 from bptt.config import TrainConfig
 from bptt.report import plots
 from bptt.report.html import Panel, write_report
-from bptt.rundir import RunDirectory, read_jsonl
+from bptt.jsonio import read_jsonl
+from bptt.rundir import RunDirectory
 from bptt.store import ResultStore
 from bptt.study import STORE, label
 
