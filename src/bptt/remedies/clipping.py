@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from bptt._registry import Registry
+from bptt.gradients import global_grad_norm
 
 __all__ = [
     "CLIPPERS",
@@ -100,10 +101,9 @@ class AbstractClipper(abc.ABC):
         parameters = [p for p in parameters if p.grad is not None]
         if not parameters:
             return ClipEvent(norm=0.0, threshold=None, clipped=False, post_norm=0.0)
-        grads = [p.grad for p in parameters]
-        norm = _global_norm(grads)
+        norm = global_grad_norm(parameters)
         result = self.clip_(parameters, norm)
-        numbers = [norm, _global_norm(grads), result.clipped]
+        numbers = [norm, global_grad_norm(parameters), result.clipped]
         for optional in (result.threshold, result.clipped_fraction):
             if optional is not None:
                 numbers.append(optional)
@@ -345,7 +345,8 @@ class ZScoreClipper(AbstractClipper):
     r"""Z-score spike clipping (as in ZClip, Kumar et al. 2025).
 
     The first ``warmup`` global norms are only collected; their mean and variance start
-    the statistics (non-finite norms never enter them). After that, with :math:`\mu, \sigma^2` the running mean and variance,
+    the statistics (non-finite norms never enter them). After that, with :math:`\mu, \sigma^2`
+    the running mean and variance,
 
     .. math::
         c = \mu + z\sigma, \qquad
@@ -500,7 +501,7 @@ def clip_gradients_(
         return NormClipper(max_norm)(parameters)
     if max_value is not None:
         return ValueClipper(max_value)(parameters)
-    norm = float(_global_norm([p.grad for p in parameters]))
+    norm = float(global_grad_norm(parameters))
     return ClipEvent(norm=norm, threshold=None, clipped=False, post_norm=norm)
 
 
@@ -535,7 +536,3 @@ def _positive(name: str, value: float) -> float:
 def _arguments(clipper: AbstractClipper) -> str:
     public = {k: v for k, v in vars(clipper).items() if not k.startswith("_")}
     return ", ".join(f"{k}={v!r}" for k, v in public.items())
-
-
-def _global_norm(grads: list[Tensor]) -> Tensor:
-    return torch.nn.utils.get_total_norm(grads)
