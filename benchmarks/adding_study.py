@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from bptt import TrainConfig, train
+from bptt.config import clip_spec
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -44,7 +45,7 @@ def main() -> None:
             for cell in args.cells.split(","):
                 config = TrainConfig(
                     task="adding", length=length, cell=cell, steps=args.steps, lr=args.lr,
-                    clip_norm=args.clip_norm, seed=args.seed,
+                    clip=clip_spec(args.clip_norm), seed=args.seed,
                 )
                 started = time.perf_counter()
                 result = train(config, Path(runs) / f"{cell}-{length}", progress=False)

@@ -26,23 +26,24 @@ from typing import Any
 import torch
 
 from bptt import TrainConfig, train
+from bptt.builders import build_model, make_task
 from bptt.jsonio import read_jsonl
 from bptt.rundir import RunDirectory
 from bptt.tasks import Batch
-from bptt.train import VALIDATION_SEED_OFFSET, build_model, gradient_reach, make_task
+from bptt.training import VALIDATION_SEED_OFFSET, gradient_reach
 
 REMEDIES: dict[str, dict[str, Any]] = {
     "rnn-tanh": {},
-    "rnn-tanh + clip-norm 1": {"clip_norm": 1.0},
+    "rnn-tanh + clip-norm 1": {"clip": "norm:1"},
     "rnn-tanh + orthogonal init": {"init": "orthogonal"},
-    "irnn (lr 3e-4, clip-norm 1)": {"cell": "irnn", "lr": 3e-4, "clip_norm": 1.0},
+    "irnn (lr 3e-4, clip-norm 1)": {"cell": "irnn", "lr": 3e-4, "clip": "norm:1"},
     "ortho-rnn (constraint)": {"cell": "ortho-rnn"},
     "indrnn": {"cell": "indrnn"},
     "lstm": {"cell": "lstm"},
     "lstm + chrono": {"cell": "lstm", "init": "chrono"},
     "gru": {"cell": "gru"},
     "irnn, SGD lr 0.1 (exploding)": {"cell": "irnn", "optimizer": "sgd", "lr": 0.1},
-    "irnn, SGD lr 0.1 + clip-norm 1": {"cell": "irnn", "optimizer": "sgd", "lr": 0.1, "clip_norm": 1.0},
+    "irnn, SGD lr 0.1 + clip-norm 1": {"cell": "irnn", "optimizer": "sgd", "lr": 0.1, "clip": "norm:1"},
 }
 """Label -> the TrainConfig fields it changes from the common base."""
 
@@ -101,7 +102,8 @@ def horizon_after_training(config: TrainConfig, out: Path) -> int:
     model.load_state_dict(RunDirectory(out).load_checkpoint()["model"])
     generator = torch.Generator().manual_seed(config.seed + VALIDATION_SEED_OFFSET)
     validation = task.validation_set(config.eval_size, generator)
-    return gradient_reach(model, task, Batch(*(part[: config.batch] for part in (validation.inputs, validation.targets))))[0]
+    batch = Batch(*(part[: config.batch] for part in (validation.inputs, validation.targets)))
+    return gradient_reach(model, task, batch)[0]
 
 
 def markdown(rows: list[dict[str, Any]], steps: int) -> str:
@@ -113,7 +115,8 @@ def markdown(rows: list[dict[str, Any]], steps: int) -> str:
         first = task_rows[0]
         lines += [
             (f"**{task}**: validation {first['metric']} after {steps} steps (in brackets: as a share of "
-            f"the trivial baseline, {_baselines(task_rows)}); `½@N`: first below half the baseline at step N; **bold** = "
+            f"the trivial baseline, {_baselines(task_rows)}); `½@N`: first below half the baseline at step N; "
+            "**bold** = "
             "solved, `✓@N` at step N; `h`: gradient horizon after training (steps back); `nf`: "
             "non-finite steps skipped."),
             "",

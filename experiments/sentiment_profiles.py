@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
+from bptt.builders import build_model, make_task
 from bptt.diagnostics import diagnose
 from bptt.rundir import RunDirectory
 from bptt.tasks import Batch
-from bptt.train import build_model, make_task
 
 DISTANCES = (0, 1, 3, 10, 30, 100, 200, 300)
 
@@ -71,7 +71,9 @@ def main() -> None:
     print("| λ₁ (per token) | " + " | ".join(f"{row['lyapunov_1']:.3f}" for row in rows) + " |")
     longest = max(len(row["relative_by_distance"]) for row in rows)
     for d in (d for d in DISTANCES if d < longest):
-        cells = [row["relative_by_distance"][d] if d < len(row["relative_by_distance"]) else float("nan") for row in rows]
+        cells = [
+            row["relative_by_distance"][d] if d < len(row["relative_by_distance"]) else float("nan") for row in rows
+        ]
         print(f"| ‖dL/dh‖ at d = {d} | " + " | ".join(f"{value:.2g}" for value in cells) + " |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"reviews": args.reviews, "seed": args.seed, "runs": rows}, indent=2) + "\n")

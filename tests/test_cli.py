@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import pytest
 
 from bptt.cli import main
+from bptt.cli.parser import add_model_flags, build_parser
 
 TINY = ["--length", "8", "--hidden", "8", "--steps", "4", "--batch", "4", "--eval-every", "2",
         "--eval-size", "16", "--no-progress"]
@@ -28,7 +30,7 @@ def test_train_writes_a_run_and_gives_a_verdict(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "solved" in out and "trivial baseline" in out and "steps back" in out
     config = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert config["cell"] == "gru" and config["clip_norm"] == 1.0 and config["steps"] == 4
+    assert config["cell"] == "gru" and config["clip"] == "norm:1" and config["steps"] == 4
 
 
 def test_resume_takes_the_saved_config_and_new_steps(tmp_path, capsys):
@@ -101,3 +103,19 @@ def test_data_lists_every_data_set_and_whether_it_is_installed(capsys):
     for name in ("mnist", "imdb", "rotten-tomatoes", "shakespeare"):
         assert name in printed
     assert "24,902 reviews" in printed and "70,000 images" in printed
+
+
+def test_diagnose_takes_every_model_flag_that_train_takes(tmp_path, capsys):
+    model = argparse.ArgumentParser()
+    add_model_flags(model)
+    flags = {flag for action in model._actions for flag in action.option_strings} - {"-h", "--help"}
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in ("train", "diagnose", "doctor"):
+        accepted = {flag for action in commands[name]._actions for flag in action.option_strings}
+        assert flags <= accepted, name
+    assert {"--constraint", "--residual", "--embedding"} <= flags
+    out = tmp_path / "d.json"
+    argv = ["diagnose", "--task", "adding", "--length", "6", "--hidden", "4", "--layers", "2", "--residual",
+            "--constraint", "spectral:0.5", "--batch", "4", "--lyapunov", "2", "--out", str(out)]
+    assert main(argv) == 0
+    assert out.is_file()

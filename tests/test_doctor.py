@@ -24,7 +24,7 @@ from bptt.doctor import (
     try_cures,
 )
 from bptt.recurrent import Recurrent
-from bptt.train import RunResult, train
+from bptt.training import RunResult, train
 
 TINY = TrainConfig(
     task="adding", length=12, cell="rnn-tanh", hidden=8, steps=8, batch=8,
@@ -74,10 +74,10 @@ def test_exploding_gets_clipping_at_the_median_observed_norm_first():
     config = TrainConfig(task="adding", length=40, cell="rnn-relu")
     cures = prescribe(config, examination)
     assert cures[0].name == "clip-norm:2.5"
-    assert cures[0].changes["clip_norm"] == 2.5  # median of 1, 2, 3, 100
+    assert cures[0].changes["clip"] == "norm:2.5"  # median of 1, 2, 3, 100
     assert "the median of 4 observed norms (1 to 100)" in cures[0].reason
     assert {"ortho-rnn", "spectral:1", "lyapunov:0.1"} <= {cure.name for cure in cures}  # λ₁ = log 1.5 > 0
-    assert cures[0].apply(config).clip_norm == 2.5
+    assert cures[0].apply(config).clip == "norm:2.5"
 
 
 def test_non_finite_gradients_alone_count_as_exploding():

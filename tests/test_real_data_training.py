@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 
@@ -10,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+import bptt.training
 from bptt import TrainConfig, train
+from bptt.builders import build_model, make_task
 from bptt.cli import main
 from bptt.generate import generate
 from bptt.rundir import RunDirectory
 from bptt.tasks import Batch
-from bptt.train import build_model, evaluate_stream, make_task
+from bptt.training import evaluate_stream
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 60
 
@@ -80,7 +81,7 @@ def test_truncated_bptt_resumes_the_same_curve_with_the_carried_state(text_file,
     config = charlm_config(text_file)
     train(config, tmp_path / "straight", progress=False)
     train(TrainConfig(**{**config.to_dict(), "steps": 4}), tmp_path / "split", progress=False)
-    assert RunDirectory(tmp_path / "split").load_checkpoint()["carried_state"] is not None
+    assert RunDirectory(tmp_path / "split").load_checkpoint()["stream"]["carried"] is not None
     train(config, tmp_path / "split", resume=True, progress=False)
     assert train_losses(tmp_path / "split") == train_losses(tmp_path / "straight")
 
@@ -100,7 +101,7 @@ def test_the_state_is_carried_between_chunks(text_file, tmp_path, monkeypatch):
         model.forward_with_state = recording
         return model
 
-    monkeypatch.setattr(importlib.import_module("bptt.train"), "build_model", spy)
+    monkeypatch.setattr(bptt.training, "build_model", spy)
     config = charlm_config(text_file, steps=3, eval_every=100)
     task = make_task(config)
     train(config, tmp_path / "run", progress=False)
@@ -167,7 +168,8 @@ def test_cli_trains_on_npz_arrays_and_refuses_a_bad_file(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "bad.npz"), *tiny, "--out", str(tmp_path / "b")]) == 2
     assert "one row per sequence (40)" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
-    assert main(["train", "--data", str(tmp_path / "good.npz"), "--length", "9", *tiny, "--out", str(tmp_path / "c")]) == 2
+    argv = ["train", "--data", str(tmp_path / "good.npz"), "--length", "9", *tiny, "--out", str(tmp_path / "c")]
+    assert main(argv) == 2
     assert "its sequences have T = 5 steps" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
     assert main(["diagnose", "--data", str(tmp_path / "good.npz"), "--hidden", "4", "--batch", "4",

@@ -11,6 +11,7 @@ from bptt.cells import (
     ResidualElmanCell,
     SkipElmanCell,
 )
+from bptt.builders import build_model
 from bptt.config import TrainConfig
 from bptt.diagnostics import (
     Diagnosis,
@@ -24,7 +25,7 @@ from bptt.diagnostics import (
 )
 from bptt.models import LastStepHead, PerStepHead, SequenceModel
 from bptt.recurrent import Recurrent
-from bptt.train import RunResult, build_model, train
+from bptt.training import RunResult, train
 
 __version__ = "0.1.0"
 

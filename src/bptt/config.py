@@ -46,11 +46,10 @@ class TrainConfig:
         schedule: ``"constant"`` or ``"cosine"`` (to zero at the last step), after
             ``warmup`` steps of linear warm-up.
         warmup: linear warm-up steps.
-        clip_norm: clip the global gradient norm to this value (keeps the direction).
-        clip_value: clip every gradient entry to ``[-clip_value, clip_value]``.
-        clip: any clipper by spec (:func:`bptt.remedies.make_clipper`), e.g. ``"agc:0.01"``,
-            ``"autoclip:10"``, ``"zscore:2.5"``, ``"per-parameter:1"``; at most one of
-            ``clip``, ``clip_norm`` and ``clip_value``.
+        clip: the gradient clipper by spec (:func:`bptt.remedies.make_clipper`), e.g.
+            ``"norm:1"`` (the global norm, keeping the direction), ``"value:25"`` (every
+            entry), ``"agc:0.01"``, ``"autoclip:10"``, ``"zscore:2.5"``, ``"per-parameter:1"``;
+            ``None`` clips nothing (the norm is still measured and logged).
         constraint: a constraint on the recurrent weights by spec
             (:func:`bptt.remedies.make_constraint`): ``"orthogonal"``, ``"cayley"``,
             ``"spectral:C"``, ``"indrnn:G"``; ``None`` keeps the cell's own (``ortho-rnn`` and
@@ -89,8 +88,6 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "constant"
     warmup: int = 0
-    clip_norm: float | None = None
-    clip_value: float | None = None
     clip: str | None = None
     constraint: str | None = None
     residual: bool = False
@@ -120,10 +117,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        for name in ("lr", "clip_norm", "clip_value"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ValueError(
                 f"expected weight_decay >= 0 and momentum in [0, 1), got "
@@ -133,9 +128,6 @@ class TrainConfig:
             raise ValueError(
                 unknown_name_message("on_nonfinite policy", self.on_nonfinite, list(NONFINITE_POLICIES))
             )
-        chosen = [n for n in ("clip", "clip_norm", "clip_value") if getattr(self, n) is not None]
-        if len(chosen) > 1:
-            raise ValueError(f"choose one of clip, clip_norm and clip_value, got {chosen}")
         # bad specs fail here, before any run directory exists
         if self.clip is not None:
             make_clipper(self.clip)
@@ -155,9 +147,41 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error (a config from elsewhere)."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a config from elsewhere).
+
+        The keys ``clip_norm`` and ``clip_value`` of configs saved by bptt 0.1.0 are read
+        as the ``clip`` spec they stand for (:func:`clip_spec`).
+        """
+        values = dict(values)
+        old = {key: values.pop(key) for key in OLD_CLIP_KEYS if key in values}
+        if any(value is not None for value in old.values()):
+            if values.get("clip") is not None:
+                raise ValueError(f"choose one of clip, clip_norm and clip_value, got clip and {sorted(old)}")
+            values["clip"] = clip_spec(old.get("clip_norm"), old.get("clip_value"))
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; expected keys among {sorted(known)}")
         return cls(**values)
+
+
+OLD_CLIP_KEYS = ("clip_norm", "clip_value")
+"""The clipping fields of bptt 0.1.0's configs, replaced by the one ``clip`` spec."""
+
+
+def clip_spec(norm: float | None = None, value: float | None = None) -> str | None:
+    """The ``clip`` spec of a global-norm or a value threshold (``--clip-norm``, ``--clip-value``).
+
+    ``clip_spec(1.0)`` is ``"norm:1"``, ``clip_spec(value=0.25)`` is ``"value:0.25"``; the number
+    is written exactly (``1e-07``, ``0.1234567``), so the clipper gets the threshold given.
+
+    Raises:
+        ValueError: if both are given.
+    """
+    if norm is not None and value is not None:
+        raise ValueError(f"choose one of clip_norm and clip_value, got clip_norm={norm} and clip_value={value}")
+    if norm is None and value is None:
+        return None
+    name, number = ("norm", norm) if norm is not None else ("value", value)
+    text = f"{number:g}"
+    return f"{name}:{text if float(text) == number else repr(float(number))}"

@@ -35,13 +35,14 @@ from typing import Any
 
 import torch
 
+from bptt.builders import build_model, make_task
 from bptt.cells import ElmanCell, cell_spec, make_cell
-from bptt.config import TrainConfig
+from bptt.config import TrainConfig, clip_spec
 from bptt.diagnostics import Diagnosis, diagnose
-from bptt.diagnostics.diagnosis import LayerDiagnosis
-from bptt.jsonio import read_jsonl
+from bptt.diagnostics.records import LayerDiagnosis
+from bptt.gradients import global_grad_norm
 from bptt.rundir import RunDirectory
-from bptt.train import RunResult, build_model, make_task, train
+from bptt.training import DIAGNOSIS_SEED_OFFSET, RunResult, train
 
 __all__ = [
     "Cure",
@@ -57,9 +58,6 @@ __all__ = [
     "recommend",
     "try_cures",
 ]
-
-EXAMINE_SEED_OFFSET = 2_000_003
-"""Seeds the examined batches apart from the training and validation data."""
 
 GRADIENT_SAMPLE = 32
 """Batches whose gradient norm a fresh model's examination measures (no update is made)."""
@@ -108,7 +106,7 @@ class Trial:
     Attributes:
         name: ``"baseline"`` or the cure's name.
         changes: the config fields changed from the baseline.
-        result: the run's :class:`~bptt.train.RunResult`.
+        result: the run's :class:`~bptt.training.RunResult`.
         seconds: wall time of the run.
     """
 
@@ -172,18 +170,17 @@ def examine(
     Returns:
         An :class:`Examination`.
     """
-    task = make_task(config)
     torch.manual_seed(config.seed)
-    model = build_model(config, task)
-    generator = torch.Generator().manual_seed(seed + EXAMINE_SEED_OFFSET)
+    generator = torch.Generator().manual_seed(seed + DIAGNOSIS_SEED_OFFSET)
     if run_dir is not None:
         run = RunDirectory(Path(run_dir))
-        checkpoint = run.load_checkpoint()
-        model.load_state_dict(checkpoint["model"])
-        records = [r for r in read_jsonl(run.path / "metrics.jsonl") if r["split"] == "train"]
+        model, task, _, step = run.load_model()
+        records = [r for r in run.metrics() if r["split"] == "train"]
         norms = torch.tensor([float(r["grad_norm"]) for r in records], dtype=torch.float64)
-        source = f"{run_dir} at step {checkpoint['step']}"
+        source = f"{run_dir} at step {step}"
     else:
+        task = make_task(config)
+        model = build_model(config, task)
         norms = torch.tensor(
             [_gradient_norm(model, task, task.sample(config.batch, generator)) for _ in range(GRADIENT_SAMPLE)],
             dtype=torch.float64,
@@ -203,9 +200,9 @@ def examine(
 def _gradient_norm(model: torch.nn.Module, task: Any, batch: Any) -> float:
     model.zero_grad(set_to_none=True)
     task.loss(model(batch.inputs, batch.lengths), batch).backward()
-    norms = [p.grad.norm() for p in model.parameters() if p.grad is not None]
+    norm = float(global_grad_norm(model.parameters()))
     model.zero_grad(set_to_none=True)
-    return float(torch.linalg.vector_norm(torch.stack(norms)))
+    return norm
 
 
 # -- prescribe -------------------------------------------------------------------------------
@@ -280,7 +277,7 @@ def _exploding_cures(config: TrainConfig, examination: Examination, layer: Layer
     cures = [
         Cure(
             f"clip-norm:{threshold:g}",
-            {"clip_norm": threshold, "clip": None, "clip_value": None},
+            {"clip": clip_spec(threshold)},
             f"clipping the global gradient norm at {threshold:g}, {chosen}, bounds every update "
             "and keeps its direction (Pascanu et al. 2013)",
         ),

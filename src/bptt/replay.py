@@ -9,11 +9,12 @@ from typing import Any
 
 from torch import nn
 
+from bptt.builders import make_task, rebuild_model
 from bptt.config import TrainConfig
-from bptt.diagnostics.diagnosis import Diagnosis, LossFunction, diagnose
-from bptt.diagnostics.watch import load_capture
+from bptt.diagnostics.diagnosis import LossFunction, diagnose
+from bptt.diagnostics.records import Diagnosis
+from bptt.diagnostics.watching import load_capture
 from bptt.tasks import Batch
-from bptt.train import build_model, make_task
 
 __all__ = ["Replay", "replay"]
 
@@ -53,11 +54,15 @@ def replay(path: str | Path, model: nn.Module | None = None, loss_fn: LossFuncti
                 "and loss_fn to replay(path, model, loss_fn)"
             )
         config = TrainConfig.from_dict(capture["config"])
-        task = make_task(config)
-        model = build_model(config, task) if model is None else model
+        if model is None:
+            model, task = rebuild_model(config, capture["model"])
+        else:
+            task = make_task(config)
+            model.load_state_dict(capture["model"])
         batch = Batch(capture["inputs"], capture["targets"], lengths)
         loss_fn = loss_fn or (lambda output, _: task.loss(output, batch))
-    model.load_state_dict(capture["model"])
+    else:
+        model.load_state_dict(capture["model"])
     model.train(capture["training"])
     diagnosis = diagnose(model, capture["inputs"], capture["targets"], loss_fn, lengths=lengths)
     anomaly = capture["anomaly"]

@@ -10,23 +10,44 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, final
 
 import torch
 
+from bptt.builders import rebuild_model
 from bptt.config import TrainConfig
 from bptt.jsonio import append_jsonl, atomic_write, read_jsonl, write_json
+from bptt.models import SequenceModel
+from bptt.tasks import AbstractTask
 
 CONFIG, METRICS, CHECKPOINT, SUMMARY = "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json"
 LOGS = (METRICS, "diagnostics.jsonl", "anomalies.jsonl")
 """The JSON-lines logs of a run, one record per line, each with a ``step``."""
 CHECKPOINT_KEYS = frozenset({"step", "model", "optimizer", "scheduler", "rng", "nonfinite_steps"})
+"""What every checkpoint holds; the training loop adds the state of every other stateful part."""
 
 
 class RunDirectoryError(ValueError):
     """A run directory cannot be created, resumed or read as asked."""
 
 
+class TrainedModel(NamedTuple):
+    """A run's model with its checkpoint's weights, as :meth:`RunDirectory.load_model` returns it.
+
+    Attributes:
+        model: the model, in training mode, with the checkpoint's weights.
+        task: the run's task.
+        config: the run's saved config.
+        step: the training step of the checkpoint.
+    """
+
+    model: SequenceModel
+    task: AbstractTask
+    config: TrainConfig
+    step: int
+
+
+@final
 class RunDirectory:
     """The folder of one training run.
 
@@ -67,7 +88,9 @@ class RunDirectory:
         """Open an existing run to continue it with ``config``.
 
         Only ``steps`` may differ from the saved config (to train for longer); call
-        :meth:`write_config` once the checkpoint has loaded to record the new value.
+        :meth:`write_config` once the checkpoint has loaded to record the new value. A config
+        saved by bptt 0.1.0 (``clip_norm``, ``clip_value``) compares as the ``clip`` spec it
+        stands for.
 
         Raises:
             RunDirectoryError: missing directory or config, or a config that differs.
@@ -145,7 +168,20 @@ class RunDirectory:
             raise RunDirectoryError(
                 f"checkpoint {file} is not a bptt checkpoint: missing {sorted(missing)}"
             )
+        if "carried_state" in state:  # bptt 0.1.0's name for the stream's carried state
+            state["stream"] = {"carried": state.pop("carried_state")}
         return state
+
+    def load_model(self) -> TrainedModel:
+        """The run's model with the weights of its checkpoint, its task and its config.
+
+        Raises:
+            RunDirectoryError: if the config or the checkpoint is missing or damaged.
+        """
+        config = self.config()
+        checkpoint = self.load_checkpoint()
+        model, task = rebuild_model(config, checkpoint["model"])
+        return TrainedModel(model, task, config, checkpoint["step"])
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.path / SUMMARY, summary)

@@ -49,7 +49,7 @@ def random_grads(generator, scale=1.0):
     ]
 
 
-# clip_gradients_, the function bptt.train used before the clippers (kept as it was)
+# clip_gradients_, the function the training loop used before the clippers (kept as it was)
 
 
 def test_clip_by_norm_keeps_the_direction_and_reports_the_norm():

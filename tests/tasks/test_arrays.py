@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from bptt.config import TrainConfig
 from bptt.tasks import TASKS, ArrayTask, Batch, get_task, load_arrays
-from bptt.train import build_model
+from bptt.builders import build_model
 
 N, T, FEATURES = 40, 6, 3
 

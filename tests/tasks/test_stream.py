@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from bptt.config import TrainConfig
 from bptt.data import UNK_ID
 from bptt.tasks import AbstractStreamTask, Batch, CharLMTask
-from bptt.train import build_model
+from bptt.builders import build_model
 
 TRAIN, VALIDATION, TEST = 103, 31, 17
 VOCAB = 200

@@ -28,7 +28,7 @@ from bptt.tasks import (
     read_text_file,
     task_for_file,
 )
-from bptt.train import build_model
+from bptt.builders import build_model
 
 SPLITS = ("train", "validation", "test")
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

@@ -59,9 +59,9 @@ class NonFiniteGuard:
         optimizer: its optimizer; :meth:`step` calls ``optimizer.step()``.
         policy: ``"skip"`` or ``"rollback"`` on a non-finite loss or gradient.
         lr_factor: on a rollback, every parameter group's learning rate is multiplied by it.
-        snapshot_every: the last good state is refreshed after every this many applied
-            updates (a copy of the weights and the optimizer state; memory: one model and
-            optimizer).
+        snapshot_every: the last good state is taken at the first :meth:`step` and refreshed
+            after every this many applied updates (a copy of the weights and the optimizer
+            state; memory: one model and optimizer).
         scheduler: a learning-rate scheduler whose base rates a rollback lowers too (else
             the next ``scheduler.step()`` would restore the old rate).
     """
@@ -84,7 +84,7 @@ class NonFiniteGuard:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.policy, self.lr_factor, self.snapshot_every = policy, lr_factor, snapshot_every
         self.counts = GuardCounts()
-        self._good = self._snapshot()
+        self._good: dict[str, Any] | None = None  # taken at the first step
 
     def step(self, loss: Tensor | float) -> bool:
         """Apply ``optimizer.step()`` if the loss and every gradient are finite.
@@ -92,6 +92,8 @@ class NonFiniteGuard:
         Returns:
             Whether the update was applied and left the weights finite.
         """
+        if self._good is None:
+            self._good = self._snapshot()
         value = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
         if not (math.isfinite(value) and _all_finite(p.grad for p in self._parameters())):
             if self.policy == "rollback":
@@ -109,9 +111,12 @@ class NonFiniteGuard:
         return True
 
     def state_dict(self) -> dict[str, Any]:
+        """The counts and the last good state (weights and optimizer state; ``None`` before
+        the first step), so that a resumed run rolls back to where the uninterrupted one would."""
         return {"counts": self.counts.to_dict(), "good": self._good}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state returned by :meth:`state_dict`."""
         self.counts = GuardCounts(**state["counts"])
         self._good = state["good"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bptt._registry import Registry
-from bptt.tasks.arrays import ArrayTask, load_arrays
+from bptt.tasks.arrays import ArrayTask, arrays_length, load_arrays
 from bptt.tasks.base import (
     SPLITS,
     AbstractClassificationTask,
@@ -63,6 +63,7 @@ __all__ = [
     "TemporalOrderTask",
     "adding_problem",
     "agreement",
+    "arrays_length",
     "copy_memory",
     "get_task",
     "load_arrays",

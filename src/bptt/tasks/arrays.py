@@ -162,6 +162,23 @@ def load_arrays(path: str | Path) -> tuple[Tensor, Tensor, Tensor, bool]:
     return _load_arrays(path, stamp)
 
 
+def arrays_length(path: str | Path, given: int | None = None) -> int:
+    """The length ``T`` of a user's ``.npz`` data set: its number of steps.
+
+    Args:
+        path: the ``.npz`` file.
+        given: a length asked for (``--length``); it may only repeat ``T``.
+
+    Raises:
+        ValueError: if ``given`` differs from ``T`` (or the file is not a valid data set).
+    """
+    steps = load_arrays(path)[0].shape[1]
+    if given is not None and given != steps:
+        raise ValueError(f"--length {given} does not apply to {path}: its sequences have T = {steps} "
+                         "steps (leave --length out; cut or pad the arrays in the file to change T)")
+    return steps
+
+
 @functools.lru_cache(maxsize=2)
 def _load_arrays(path: Path, stamp: tuple[int, int] | None) -> tuple[Tensor, Tensor, Tensor, bool]:
     how = "save your arrays with numpy.savez(path, x=x, y=y[, lengths=lengths])"
@@ -211,7 +228,9 @@ def _load_arrays(path: Path, stamp: tuple[int, int] | None) -> tuple[Tensor, Ten
         if lengths.shape != (n,) or not np.issubdtype(lengths.dtype, np.integer):
             raise ValueError(f"{path}: lengths must be ({n},) integers, got {lengths.dtype} of shape {lengths.shape}")
         if lengths.min() < 1 or lengths.max() > steps:
-            raise ValueError(f"{path}: lengths must lie in 1..{steps} (the steps of x), got {lengths.min()}..{lengths.max()}")
+            raise ValueError(
+                f"{path}: lengths must lie in 1..{steps} (the steps of x), got {lengths.min()}..{lengths.max()}"
+            )
     else:
         lengths = _lengths_from_nan_padding(path, x)
     valid = np.arange(steps)[None, :] < lengths[:, None]

@@ -3,46 +3,81 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, final
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from bptt.cells import State, cell_spec, map_state
+from bptt.builders import build_model, make_task, make_training_constraint
+from bptt.cells import State, map_state
 from bptt.config import TrainConfig
 from bptt.diagnostics.profile import decay_rate, effective_horizon
-from bptt.diagnostics.watch import Watch
-from bptt.init import init_recurrent_
-from bptt.models import LastStepHead, PerStepHead, SequenceModel
-from bptt.recurrent import Recurrent
-from bptt.remedies.clipping import (
-    AbstractClipper,
-    NormClipper,
-    ValueClipper,
-    clip_gradients_,
-    make_clipper,
-)
-from bptt.remedies.constraints import AbstractConstraint, make_constraint
+from bptt.diagnostics.watching import Watch
+from bptt.integrations.tensorboard import TensorBoardLog
+from bptt.jsonio import read_jsonl
+from bptt.models import SequenceModel
+from bptt.remedies.clipping import clip_gradients_, make_clipper
 from bptt.remedies.guards import NonFiniteGuard
 from bptt.remedies.regularizers import make_regularizer
-from bptt.jsonio import read_jsonl
 from bptt.rundir import RunDirectory
-from bptt.tasks import TASKS, AbstractStreamTask, AbstractTask, Batch, get_task
-from bptt.tensorboard_log import TensorBoardLog
+from bptt.tasks import AbstractStreamTask, AbstractTask, Batch
 
 VALIDATION_SEED_OFFSET = 1_000_003
 """The validation set is drawn from ``seed + VALIDATION_SEED_OFFSET``, apart from training data."""
 
+DIAGNOSIS_SEED_OFFSET = 2_000_003
+"""The batch that ``bptt diagnose`` and the doctor's examination look at is drawn from
+``seed + DIAGNOSIS_SEED_OFFSET``: sequences apart from the training batches (``seed``) and the
+validation set (``seed + VALIDATION_SEED_OFFSET``), so that a diagnosis is not of data the
+model was fitted or selected on, and the same seed always diagnoses the same batch."""
+
 StepCallback = Callable[[dict[str, Any]], None]
 """Called after every optimizer step with that step's metrics record."""
+
+
+@final
+class RandomState:
+    """The random number generators of a run, as one part of its checkpointed state.
+
+    Args:
+        data: the generator the training batches are drawn from; the global torch
+            generator (the model's initialisation, random regularisers) is saved with it.
+    """
+
+    def __init__(self, data: torch.Generator) -> None:
+        self.data = data
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"torch": torch.get_rng_state(), "data": self.data.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        torch.set_rng_state(state["torch"])
+        self.data.set_state(state["data"])
+
+
+@final
+class CarriedState:
+    """The hidden state a stream task (``charlm``) carries from one chunk to the next.
+
+    Truncated BPTT: the state is detached between chunks, and reset when the stream's
+    parts start over or after a non-finite step. ``None`` starts from zeros.
+    """
+
+    def __init__(self) -> None:
+        self.state: State | None = None
+
+    def state_dict(self) -> dict[str, State | None]:
+        return {"carried": self.state}
+
+    def load_state_dict(self, state: dict[str, State | None]) -> None:
+        self.state = state["carried"]
 
 
 @dataclass(frozen=True)
@@ -91,68 +126,8 @@ class RunResult:
         )
 
 
-def make_task(config: TrainConfig) -> AbstractTask:
-    """The task ``config`` names, with its data file and options.
-
-    Raises:
-        ValueError: for an unknown task, an option the task does not take, or bad data.
-    """
-    options = dict(config.task_options)
-    if config.data is not None:
-        options["data"] = config.data
-    task_type = TASKS.get(config.task)
-    accepted = [
-        name for name, parameter in inspect.signature(task_type).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-    ]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        what = "a data file" if unknown == ["data"] else f"the options {unknown}"
-        raise ValueError(
-            f"task {config.task!r} does not take {what}; its options are {accepted or 'none'}"
-        )
-    return get_task(config.task, config.length, **options)
-
-
-def build_model(config: TrainConfig, task: AbstractTask) -> SequenceModel:
-    """The model a config describes, for ``task``'s inputs and outputs, initialised."""
-    if config.embedding is not None and task.vocab_size is None:
-        raise ValueError(
-            f"embedding={config.embedding} applies to token inputs, but task {task.name!r} "
-            "has float features; leave embedding unset"
-        )
-    input_size = task.input_size if task.vocab_size is None else config.embedding or task.input_size
-    recurrent = Recurrent.from_name(
-        config.cell, input_size, config.hidden, config.layers, residual=config.residual
-    )
-    head_type = PerStepHead if task.many_to_many else LastStepHead
-    model = SequenceModel(recurrent, head_type(config.hidden, task.num_outputs), task.vocab_size)
-    # chrono initialisation draws its time scales up to the task's length
-    init_recurrent_(model.recurrent, config.init or cell_spec(config.cell)[0].init, max_length=config.length)
-    constraint = make_training_constraint(config)
-    if constraint is not None:  # after the init: an orthogonal parametrisation keeps it
-        constraint.attach(model.recurrent)
-    return model
-
-
-def make_training_constraint(config: TrainConfig) -> AbstractConstraint | None:
-    """The constraint ``config`` asks for, or the cell's own (``ortho-rnn``, ``indrnn``), if any."""
-    spec = config.constraint or cell_spec(config.cell)[0].constraint or "none"
-    return make_constraint(spec, config.length)
-
-
-def make_training_clipper(config: TrainConfig) -> AbstractClipper | None:
-    """The clipper ``config`` asks for (``clip`` spec, ``clip_norm`` or ``clip_value``), if any."""
-    if config.clip is not None:
-        return make_clipper(config.clip)
-    if config.clip_norm is not None:
-        return NormClipper(config.clip_norm)
-    if config.clip_value is not None:
-        return ValueClipper(config.clip_value)
-    return None
-
-
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimizer ``config`` names over ``model``'s parameters, with its learning rate and decay."""
     parameters, lr, decay = model.parameters(), config.lr, config.weight_decay
     if config.optimizer == "sgd":
         return torch.optim.SGD(parameters, lr=lr, momentum=config.momentum, weight_decay=decay)
@@ -242,10 +217,10 @@ def train(
 ) -> RunResult:
     """Train the model ``config`` describes on its task, writing a run directory at ``out``.
 
-    Each step: sample a batch, forward, loss (plus the regulariser's penalty), backward, clip (recording the pre-clip norm),
-    watch for anomalies (:class:`bptt.diagnostics.watch.Watch`: a non-finite step is
-    localised and captured, as is a loss spike; every ``config.diagnose_every`` steps a
-    full diagnosis is logged), optimizer step (skipped if the loss or the gradient is
+    Each step: sample a batch, forward, loss (plus the regulariser's penalty), backward, clip
+    (recording the pre-clip norm), watch for anomalies (:class:`bptt.diagnostics.Watch`: a
+    non-finite step is localised and captured, as is a loss spike; every
+    ``config.diagnose_every`` steps a full diagnosis is logged), optimizer step (skipped if the loss or the gradient is
     non-finite), learning-rate schedule, log, and periodically evaluate and checkpoint.
 
     Args:
@@ -258,7 +233,7 @@ def train(
         progress: show a progress bar; ``None`` shows one when stderr is a terminal.
         callbacks: functions called with every step's record.
         tensorboard: also write the metrics, diagnoses and anomalies as TensorBoard events
-            in ``out/tensorboard/`` (:class:`bptt.tensorboard_log.TensorBoardLog`; needs
+            in ``out/tensorboard/`` (:class:`bptt.integrations.tensorboard.TensorBoardLog`; needs
             ``pip install bptt[tensorboard]``).
 
     Returns:
@@ -272,56 +247,29 @@ def train(
     model = build_model(config, task).to(device)
     optimizer = make_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
-    data_rng = torch.Generator().manual_seed(config.seed)
+    rng = RandomState(torch.Generator().manual_seed(config.seed))
     validation = task.validation_set(
         config.eval_size, torch.Generator().manual_seed(config.seed + VALIDATION_SEED_OFFSET)
     ).to(device)
     # a stream (charlm) is read in chunks carrying the state (truncated BPTT); its
     # validation score carries the state too, over eval_size chunks' worth of tokens
     streaming = isinstance(task, AbstractStreamTask)
-    carried: State | None = None
+    carried = CarriedState()
 
     def validate() -> dict[str, float]:
         if streaming:
             return evaluate_stream(model, task, "validation", config.batch, config.eval_size * config.length)
         return evaluate(model, task, validation)
 
-    clipper = make_training_clipper(config)
+    clipper = make_clipper(config.clip or "none")
     constraint = make_training_constraint(config)
     regularizer = make_regularizer(config.regularizer or "none")
     taped = regularizer is not None and regularizer.needs_tape
-    step, nonfinite_steps = 0, 0
     if resume:
         run = RunDirectory.resume(out, config)
-        state = run.load_checkpoint(map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        data_rng.set_state(state["rng"]["data"])
-        step, nonfinite_steps = state["step"], state["nonfinite_steps"]
-        carried = state.get("carried_state")
-        if clipper is not None and "clipper" in state:
-            clipper.load_state_dict(state["clipper"])
-        run.truncate_logs(step)
-        run.write_config(config)
+        checkpoint = run.load_checkpoint(map_location=device)  # damaged: an error, nothing written
     else:
-        run = RunDirectory.create(out, config, overwrite=overwrite)
-
-    def save_checkpoint() -> None:
-        run.save_checkpoint(
-            {
-                "step": step,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "data": data_rng.get_state()},
-                "nonfinite_steps": nonfinite_steps,
-                "clipper": clipper.state_dict() if clipper is not None else {},
-                "carried_state": carried,
-            }
-        )
-
+        run, checkpoint = RunDirectory.create(out, config, overwrite=overwrite), None
     board = TensorBoardLog(run.path / "tensorboard") if tensorboard else None
     guard = NonFiniteGuard(model, optimizer, policy=config.on_nonfinite, scheduler=scheduler)
     watcher = Watch(
@@ -333,6 +281,38 @@ def train(
         products_at=lambda at: at + config.diagnose_every > config.steps,
         on_record=board.watch_record if board else None,
     )
+    # Everything a resumed run needs to continue exactly as if it had never stopped: each
+    # part has state_dict() / load_state_dict(), and the checkpoint is these, by name, plus
+    # the step and the count of non-finite steps. A new stateful part goes in this list.
+    stateful = {
+        name: part
+        for name, part in {
+            "model": model,
+            "optimizer": optimizer,
+            "scheduler": scheduler,
+            "rng": rng,
+            "clipper": clipper,
+            "guard": guard,  # the last good state a rollback returns to
+            "watch": watcher,  # the loss windows of the spike and oscillation detectors
+            "constraint": constraint,
+            "regularizer": regularizer,
+            "stream": carried,
+        }.items()
+        if part is not None  # no clipper, constraint or regulariser asked for
+    }
+    step, nonfinite_steps = 0, 0
+    if checkpoint is not None:
+        step, nonfinite_steps = checkpoint["step"], checkpoint["nonfinite_steps"]
+        for name, part in stateful.items():
+            if name in checkpoint:  # bptt 0.1.0 saved no guard, watch, constraint or regulariser
+                part.load_state_dict(checkpoint[name])
+        run.truncate_logs(step)
+        run.write_config(config)
+
+    def save_checkpoint() -> None:
+        parts = {name: part.state_dict() for name, part in stateful.items()}
+        run.save_checkpoint({"step": step, "nonfinite_steps": nonfinite_steps, **parts})
+
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=config.steps, initial=step, disable=not show, desc=f"{config.cell} {config.task}")
     metrics = validate() if step >= config.steps else {}
@@ -341,17 +321,17 @@ def train(
         # 1. data: a random batch, or the stream's next chunk (the state restarts with it)
         if streaming:
             batch, restart = task.stream_batch(step, config.batch)
-            carried = None if restart else carried
+            carried.state = None if restart else carried.state
         else:
-            batch = task.sample(config.batch, data_rng)
+            batch = task.sample(config.batch, rng.data)
         batch = batch.to(device)
         # 2. forward and loss (recording the states when the regulariser reads them); a
         #    stream carries its final state to the next chunk, detached: truncated BPTT
         with model.recurrent.recording_tape() if taped else contextlib.nullcontext() as tapes:
-            prediction, final = model.forward_with_state(batch.inputs, carried, batch.lengths)
+            prediction, final = model.forward_with_state(batch.inputs, carried.state, batch.lengths)
             loss = task.loss(prediction, batch)
         if streaming:
-            carried = map_state(torch.Tensor.detach, final)
+            carried.state = map_state(torch.Tensor.detach, final)
         penalty = regularizer.penalty(model, loss, tapes) if regularizer else None
         # 3. backward
         optimizer.zero_grad(set_to_none=True)
@@ -373,7 +353,7 @@ def train(
         applied = guard.step(loss_value)  # optimizer.step() only if everything is finite
         if not applied:
             nonfinite_steps += 1
-            carried = None  # a non-finite state must not reach the next chunk
+            carried.state = None  # a non-finite state must not reach the next chunk
         elif constraint is not None:
             constraint.project_(model)  # e.g. the spectral bound; parametrisations need none
         # 6. learning-rate schedule
