@@ -17,7 +17,7 @@ from bptt.cells import (
 from bptt.config import TrainConfig
 from bptt.recurrent import Recurrent
 from bptt.tasks import get_task
-from bptt.train import build_model
+from bptt.builders import build_model
 
 F64 = torch.float64
 

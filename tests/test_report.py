@@ -62,7 +62,7 @@ def check_page(page, names):
 
 def test_a_run_report_shows_curves_profiles_and_spectra(tmp_path):
     config = TrainConfig(task="adding", length=8, hidden=8, steps=8, batch=8, eval_every=4, eval_size=16,
-                         diagnose_every=4, clip_norm=0.01)
+                         diagnose_every=4, clip="norm:0.01")
     train(config, tmp_path / "run", progress=False)
     page = report(tmp_path / "run")
     assert page == tmp_path / "run" / "report" / "report.html"

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+import bptt.training as train_module
 from bptt.cli import main
 from bptt.store import ResultStore
 from bptt.study import STORE, StudySpec, configuration, parse_list, run_study
@@ -72,7 +73,6 @@ def test_every_trial_is_a_run_recorded_in_the_store_and_a_rerun_skips_them(tmp_p
 
 
 def test_a_crashing_trial_is_recorded_failed_and_retried(tmp_path, monkeypatch):
-    train_module = importlib.import_module("bptt.train")
     original = train_module.train
 
     def flaky(config, out, **kwargs):

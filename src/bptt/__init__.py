@@ -1,6 +1,7 @@
 """bptt: make recurrent networks trainable on long sequences."""
 
 from bptt.autograd import elman_bptt
+from bptt.builders import build_model
 from bptt.cells import (
     CELLS,
     AbstractCell,
@@ -11,7 +12,6 @@ from bptt.cells import (
     ResidualElmanCell,
     SkipElmanCell,
 )
-from bptt.builders import build_model
 from bptt.config import TrainConfig
 from bptt.diagnostics import (
     Diagnosis,

@@ -20,12 +20,12 @@ STEPS = 50 if QUICK else 1000
 T = 50
 CURES = {  # each row changes one thing in the baseline: tanh RNN, 64 units, Adam 3e-3
     "baseline (tanh RNN)": {},
-    "clip norm 1": {"clip_norm": 1.0},
-    "clip value 25": {"clip_value": 25.0},
+    "clip norm 1": {"clip": "norm:1"},
+    "clip value 25": {"clip": "value:25"},
     "orthogonal init": {"init": "orthogonal"},
     "Pascanu regulariser": {"regularizer": "pascanu:1"},
     "ReLU": {"cell": "rnn-relu"},
-    "IRNN (lr 3e-4, clip 1)": {"cell": "irnn", "lr": 3e-4, "clip_norm": 1.0},
+    "IRNN (lr 3e-4, clip 1)": {"cell": "irnn", "lr": 3e-4, "clip": "norm:1"},
     "residual in time": {"cell": "residual-rnn"},
     "GRU": {"cell": "gru"},
     "LSTM": {"cell": "lstm"},
