@@ -12,8 +12,11 @@ import argparse
 from pathlib import Path
 
 from bptt.cells import CELLS
-from bptt.cli import diagnosis, listings, runs, studies
 from bptt.cli.arguments import task_option
+from bptt.cli.diagnosis import run_diagnose, run_doctor, run_replay
+from bptt.cli.listings import run_data, run_tasks
+from bptt.cli.runs import run_demo, run_sample, run_train
+from bptt.cli.studies import run_report, run_study
 from bptt.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from bptt.init import INITS
 from bptt.study import EXECUTORS, PRESETS
@@ -53,12 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("path", type=Path, help="a run directory or a study directory")
     report.add_argument("--out", type=Path, help="where the report goes (default PATH/report)")
-    report.set_defaults(run=studies.run_report)
+    report.set_defaults(run=run_report)
     data = commands.add_parser("data", help="list the real data sets, whether each is installed, and its size")
-    data.set_defaults(run=listings.run_data)
+    data.set_defaults(run=run_data)
     tasks = commands.add_parser("tasks", help="list the tasks with their metric, baseline and threshold")
     tasks.add_argument("--length", type=int, default=100, help="length at which to show baselines (default 100)")
-    tasks.set_defaults(run=listings.run_tasks)
+    tasks.set_defaults(run=run_tasks)
     return parser
 
 
@@ -86,7 +89,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     add("--tensorboard", action="store_true",
         help="also log scalars, gradient profiles and anomalies for TensorBoard in OUT/tensorboard/ "
         "(pip install bptt[tensorboard]; view with: tensorboard --logdir OUT)")
-    train_parser.set_defaults(run=runs.run_train)
+    train_parser.set_defaults(run=run_train)
 
 
 def add_task_flags(parser: argparse.ArgumentParser) -> None:
@@ -194,7 +197,7 @@ def _add_diagnose(commands: argparse._SubParsersAction) -> None:
         help="sequences in the diagnosed batch (default 32)")
     add("--lyapunov", type=int, default=8, help="Lyapunov exponents to compute (default 8)")
     add("--out", type=Path, help="where diagnosis.json goes (default RUN_DIR/ or ./)")
-    parser.set_defaults(run=diagnosis.run_diagnose)
+    parser.set_defaults(run=run_diagnose)
 
 
 def _add_replay(commands: argparse._SubParsersAction) -> None:
@@ -208,7 +211,7 @@ def _add_replay(commands: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("capture", type=Path, help="the capture file")
-    parser.set_defaults(run=diagnosis.run_replay)
+    parser.set_defaults(run=run_replay)
 
 
 def _add_doctor(commands: argparse._SubParsersAction) -> None:
@@ -236,7 +239,7 @@ def _add_doctor(commands: argparse._SubParsersAction) -> None:
     add("--out", type=Path, help="where doctor.json and the trials go (default runs/doctor-TASK-CELL-TLENGTH)")
     add("--device", help="cpu, cuda, ... (default: cuda if available, else cpu)")
     add("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(run=diagnosis.run_doctor)
+    parser.set_defaults(run=run_doctor)
 
 
 def _add_sample(commands: argparse._SubParsersAction) -> None:
@@ -251,7 +254,7 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
     add("--length", type=int, default=500, help="characters to generate (default 500)")
     add("--temperature", type=float, default=0.8, help="below 1 conservative, above 1 varied, 0 greedy (default 0.8)")
     add("--seed", type=int, default=0, help="seeds the sampling (default 0)")
-    parser.set_defaults(run=runs.run_sample)
+    parser.set_defaults(run=run_sample)
 
 
 def _add_study(commands: argparse._SubParsersAction) -> None:
@@ -284,7 +287,7 @@ def _add_study(commands: argparse._SubParsersAction) -> None:
     add("--workers", type=int, help="local: processes, one thread each; ray: CPUs of the local instance (default: all)")
     add("--no-retry", action="store_true", help="leave failed trials failed")
     add("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(run=studies.run_study)
+    parser.set_defaults(run=run_study)
 
 
 def _add_demo(commands: argparse._SubParsersAction) -> None:
@@ -300,4 +303,4 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--length", type=int, default=50, help="sequence length (default 50)")
     demo.add_argument("--steps", type=int, default=1500, help="optimizer steps per model (default 1500)")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the two runs go")
-    demo.set_defaults(run=runs.run_demo)
+    demo.set_defaults(run=run_demo)
