@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bptt import Recurrent
+from bptt.cells import ElmanCell, GRUCell
 
 TORCH_MODULES = {
     "rnn-tanh": lambda i, h, n, bf: nn.RNN(i, h, n, nonlinearity="tanh", batch_first=bf),
@@ -89,7 +90,7 @@ def test_matches_torch_outputs_and_gradients(cell, layers, batch_first, with_len
     loss_of(expected_output, expected_final).backward()
 
     torch.testing.assert_close(output, expected_output, atol=1e-10, rtol=0)
-    for got, want in zip(flat(final), flat(expected_final)):
+    for got, want in zip(flat(final), flat(expected_final), strict=True):
         torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
     torch.testing.assert_close(x_ours.grad, x_theirs.grad, atol=1e-10, rtol=0)
     for layer, module in enumerate(ours.cells):
@@ -143,9 +144,9 @@ def test_padded_steps_change_nothing(cell, path):
         return output.detach(), [f.detach() for f in flat(final)], loss.detach(), grads, inputs.grad
 
     clean, dirty = run(x, LENGTHS), run(noisy, LENGTHS)
-    for a, b in zip(clean[:3], dirty[:3]):
+    for a, b in zip(clean[:3], dirty[:3], strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
-    for a, b in zip(clean[3], dirty[3]):
+    for a, b in zip(clean[3], dirty[3], strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
     for b, length in enumerate(LENGTHS):
         assert torch.all(dirty[4][b, length:] == 0)
@@ -153,7 +154,7 @@ def test_padded_steps_change_nothing(cell, path):
         with torch.no_grad(), execution_path(model, path):
             alone, alone_final = model(x[b : b + 1, :length])
         torch.testing.assert_close(dirty[0][b, :length], alone[0], atol=1e-10, rtol=0)
-        for got, want in zip(dirty[1], flat(alone_final)):
+        for got, want in zip(dirty[1], flat(alone_final), strict=True):
             torch.testing.assert_close(got[:, b], want[:, 0], atol=1e-10, rtol=0)
 
 
@@ -167,7 +168,7 @@ def test_packed_sequence_like_torch(cell):
             output, final = ours(packed)
         expected_output, expected_final = theirs(packed)
         torch.testing.assert_close(output.data, expected_output.data, atol=1e-10, rtol=0)
-        for got, want in zip(flat(final), flat(expected_final)):
+        for got, want in zip(flat(final), flat(expected_final), strict=True):
             torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
 
 
@@ -277,8 +278,6 @@ def test_bad_initial_state_is_explained(model):
 
 
 def test_mismatched_stack_is_refused():
-    from bptt.cells import ElmanCell, GRUCell
-
     with pytest.raises(ValueError, match="same cell type"):
         Recurrent([ElmanCell(3, 4), GRUCell(4, 4)])
     with pytest.raises(ValueError, match="layer 1 expects input size 5"):
@@ -288,3 +287,63 @@ def test_mismatched_stack_is_refused():
 def test_unknown_cell_suggests_the_closest():
     with pytest.raises(ValueError, match="Did you mean 'lstm'"):
         Recurrent.from_name("lstn", INPUT, HIDDEN)
+
+
+@pytest.mark.parametrize("name", ["lstm", "rnn-tanh", "skip-rnn:2"])
+def test_residual_layers_add_each_layers_input(name):
+    torch.manual_seed(4)
+    stack = Recurrent.from_name(name, 3, 5, num_layers=3, residual=True)
+    x = torch.randn(6, 2, 3)
+    output, _ = stack(x)
+    expected = x
+    for layer, cell in enumerate(stack.cells):
+        single = Recurrent([cell])
+        out, _ = single(expected)
+        expected = out + expected if layer > 0 else out
+    torch.testing.assert_close(output, expected)
+    # the same with variable lengths, through the fused and the unrolled paths
+    lengths = torch.tensor([6, 3])
+    fused, _ = stack(x, lengths=lengths)
+    handle = stack.register_step_hook(lambda *args: None)
+    unrolled, _ = stack(x, lengths=lengths)
+    handle.remove()
+    torch.testing.assert_close(fused, unrolled)
+    assert fused[3:, 1].abs().max() == 0  # padding stays zero
+
+
+def backward_nodes(tensor: torch.Tensor) -> dict[str, int]:
+    """How many distinct nodes of each kind the autograd graph of ``tensor`` holds."""
+    counts: dict[str, int] = {}
+    seen, stack = set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        counts[type(node).__name__] = counts.get(type(node).__name__, 0) + 1
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return counts
+
+
+@pytest.mark.parametrize("cell", ["rnn-tanh", "lstm", "indrnn"])
+@pytest.mark.parametrize("tap", ["hook", "tape", "hook-lengths"])
+def test_unrolled_loop_takes_every_step_input_from_one_unbind(cell, tap):
+    """Regression (bug 3, a quadratic backward): the unrolled loop took x[t] from the layer's
+    (T, B, I) input, one select node per step, whose backward each adds into a zero tensor of
+    the whole input's size (O(T^2) when the input requires grad, as every layer above the first
+    does). One unbind node per layer hands all steps their gradients at once."""
+    steps, layers = 9, 2
+    model = Recurrent.from_name(cell, INPUT, HIDDEN, layers, batch_first=True)
+    x = torch.randn(BATCH, steps, INPUT, requires_grad=True)
+    lengths = torch.tensor([9, 4, 7, 1]) if tap == "hook-lengths" else None
+    with contextlib.ExitStack() as stack:
+        if tap.startswith("hook"):
+            model.register_step_hook(lambda layer, t, state: None)
+        elif tap == "tape":
+            stack.enter_context(model.recording_tape())
+        output, _ = model(x, lengths=lengths)
+    counts = backward_nodes(output)
+    assert counts.get("SelectBackward0", 0) == 0, counts
+    assert counts.get("UnbindBackward0", 0) == layers, counts
+    output.sum().backward()  # and the gradient still reaches the input
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from bptt.builders import build_model, make_task
-from bptt.cells import ElmanCell, cell_spec, make_cell
+from bptt.cells import AbstractElmanCell, cell_spec, make_cell
 from bptt.config import TrainConfig, clip_spec
 from bptt.diagnostics import Diagnosis, diagnose
 from bptt.diagnostics.records import LayerDiagnosis
@@ -273,7 +273,7 @@ def _exploding_cures(config: TrainConfig, examination: Examination, layer: Layer
         chosen = f"the median of {norms.numel()} observed norms ({norms.min():.3g} to {norms.max():.3g})"
     else:
         threshold, chosen = 1.0, "the conventional 1: no finite norm was observed"
-    elman = isinstance(make_cell(config.cell, 1, 1), ElmanCell)
+    elman = isinstance(make_cell(config.cell, 1, 1), AbstractElmanCell)
     cures = [
         Cure(
             f"clip-norm:{threshold:g}",

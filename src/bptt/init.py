@@ -24,15 +24,17 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Final, TypeAlias, final
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from bptt._registry import Registry
 
 __all__ = [
     "INITS",
+    "RECURRENT_WEIGHT",
     "InitOptions",
     "InitScheme",
     "RecurrentLayer",
@@ -43,6 +45,7 @@ __all__ = [
     "default_scheme",
     "forget_bias_",
     "forget_bias_scheme",
+    "gate_blocks",
     "henaff_",
     "henaff_scheme",
     "identity_",
@@ -51,36 +54,67 @@ __all__ = [
     "orthogonal_",
     "orthogonal_scheme",
     "recurrent_layers",
+    "recurrent_weights",
 ]
 
 
-def _gate_block_size(tensor: Tensor, num_gates: int, caller: str) -> int:
-    """Check that ``tensor`` is ``num_gates`` square blocks stacked along dim 0; return ``H``."""
-    if isinstance(num_gates, bool) or not isinstance(num_gates, int) or num_gates < 1:
+def gate_blocks(
+    weight: Tensor,
+    num_gates: int | None = None,
+    *,
+    caller: str,
+    name: str = "the tensor",
+    gate_names: str = "",
+    fix: str = "pass the recurrent weight weight_hh (not weight_ih) and num_gates = rows // columns",
+) -> tuple[int, int]:
+    r"""Check that ``weight`` is ``G`` square ``(H, H)`` gate blocks stacked along dim 0.
+
+    This is torch's layout of a recurrent weight ``weight_hh`` (``G`` = 1 Elman, 3 GRU,
+    4 LSTM). Every function that reads gate blocks checks them here.
+
+    Args:
+        weight: the tensor to check.
+        num_gates: ``G`` when the caller knows it; ``None`` infers ``G = rows // columns``.
+        caller: the function checking, named at the start of the message.
+        name: what ``weight`` is, in the message (e.g. ``"weight_hh"``).
+        gate_names: the gates in stacking order (e.g. ``"i, f, g, o"``), in the message.
+        fix: how to fix the call, ending the message.
+
+    Returns:
+        ``(G, H)``.
+
+    Raises:
+        ValueError: if ``num_gates`` is not a positive integer, or ``weight`` is not 2-D,
+            empty, or not ``G`` square blocks; the message states the expected and received
+            shapes.
+    """
+    if num_gates is not None and (isinstance(num_gates, bool) or not isinstance(num_gates, int) or num_gates < 1):
         raise ValueError(
             f"{caller} expected num_gates to be a positive integer (1 Elman, 3 GRU, 4 LSTM), "
             f"received {num_gates!r}"
         )
-    if tensor.dim() != 2:
-        raise ValueError(
-            f"{caller} expected a 2-D tensor of shape (num_gates * H, H), received shape "
-            f"{tuple(tensor.shape)}; pass a recurrent weight such as weight_hh"
-        )
-    rows, cols = tensor.shape
-    if rows % num_gates != 0:
-        raise ValueError(
-            f"{caller} expected the {rows} rows to split into num_gates={num_gates} equal "
-            f"blocks, received shape {tuple(tensor.shape)}; pass a num_gates that divides "
-            f"{rows} (for a recurrent weight, num_gates = rows // columns)"
-        )
-    if rows // num_gates != cols:
-        raise ValueError(
-            f"{caller} expected each of the num_gates={num_gates} gate blocks to be square "
-            f"(H, H), received blocks of shape ({rows // num_gates}, {cols}) from a tensor of "
-            f"shape {tuple(tensor.shape)}; pass the recurrent weight weight_hh (not weight_ih) "
-            f"and num_gates = rows // columns"
-        )
-    return cols
+    shape = tuple(weight.shape)
+    rows, cols = shape if len(shape) == 2 else (0, 0)
+    gates = num_gates if num_gates is not None else rows // cols if cols else 0
+    if len(shape) != 2:
+        problem = "it is not 2-D"
+    elif rows == 0 or cols == 0:
+        problem = "it is empty"
+    elif num_gates is not None and rows % num_gates != 0:
+        problem = f"its {rows} rows do not split into {num_gates} blocks (choose a num_gates that divides {rows})"
+    elif gates == 0 or rows != gates * cols:
+        problem = f"its blocks of {cols} columns are not square"
+    else:
+        return gates, cols
+    stacked = "G*H" if num_gates is None else "H" if num_gates == 1 else f"{num_gates}H"
+    if num_gates == 1:
+        layout = "a square 2-D tensor"
+    else:
+        gate_list = f" {gate_names}" if gate_names else ""
+        layout = f"{'G' if num_gates is None else num_gates} square (H, H) gate blocks{gate_list} stacked along dim 0"
+    raise ValueError(
+        f"{caller} expected {name} of shape ({stacked}, H) with H >= 1 ({layout}), got {shape}: {problem}; {fix}"
+    )
 
 
 def orthogonal_(
@@ -118,7 +152,7 @@ def orthogonal_(
     Shape:
         - tensor: ``(G * H, H)``.
     """
-    size = _gate_block_size(tensor, num_gates, "orthogonal_")
+    _, size = gate_blocks(tensor, num_gates, caller="orthogonal_")
     # QR needs float32/float64; lower precisions are drawn in float32 and cast on copy.
     dtype = tensor.dtype if tensor.dtype in (torch.float32, torch.float64) else torch.float32
     with torch.no_grad():
@@ -148,7 +182,7 @@ def identity_(tensor: Tensor, scale: float = 1.0, num_gates: int = 1) -> Tensor:
     Shape:
         - tensor: ``(G * H, H)``.
     """
-    size = _gate_block_size(tensor, num_gates, "identity_")
+    _, size = gate_blocks(tensor, num_gates, caller="identity_")
     with torch.no_grad():
         eye = torch.eye(size, dtype=tensor.dtype, device=tensor.device).mul_(scale)
         tensor.copy_(eye.repeat(num_gates, 1))
@@ -191,7 +225,7 @@ def henaff_(
     Shape:
         - tensor: ``(G * H, H)``.
     """
-    size = _gate_block_size(tensor, num_gates, "henaff_")
+    _, size = gate_blocks(tensor, num_gates, caller="henaff_")
     dtype, device = _work_dtype(tensor), tensor.device
     with torch.no_grad():
         pairs = size // 2
@@ -239,7 +273,7 @@ def cayley_(
     Shape:
         - tensor: ``(G * H, H)``.
     """
-    size = _gate_block_size(tensor, num_gates, "cayley_")
+    _, size = gate_blocks(tensor, num_gates, caller="cayley_")
     dtype, device = _work_dtype(tensor), tensor.device
     with torch.no_grad():
         uniform = torch.rand(num_gates, size, size, generator=generator, dtype=dtype, device=device)
@@ -251,6 +285,7 @@ def cayley_(
     return tensor
 
 
+@final
 @dataclass(frozen=True)
 class RecurrentLayer:
     """The parameters of one recurrent layer (one direction), as torch names them.
@@ -283,36 +318,52 @@ class RecurrentLayer:
                 f"blocks {tuple(self.weight_hh.shape)} are not square; expected proj_size=0 "
                 f"for this scheme, or initialise {self.name} yourself"
             )
-        shape = tuple(self.weight_hh.shape)
-        if len(shape) != 2 or shape[1] == 0 or shape[0] % shape[1] != 0:
-            raise ValueError(
-                f"expected {self.name} to have shape (G*H, H) with G gate blocks of size "
-                f"(H, H), received shape {shape}; this scheme applies to torch-layout "
-                f"recurrent weights only"
-            )
-        return shape[0] // shape[1]
+        num_gates, _ = gate_blocks(
+            self.weight_hh,
+            caller="the initialisation",
+            name=self.name,
+            fix="this scheme applies to torch-layout recurrent weights only",
+        )
+        return num_gates
 
 
-_RECURRENT_WEIGHT = re.compile(r"weight_hh(?P<suffix>_l\d+(?:_reverse)?)?")
+RECURRENT_WEIGHT: Final = re.compile(r"weight_hh(?P<suffix>_l\d+(?:_reverse)?)?")
+"""The name of a recurrent weight: ``weight_hh`` (bptt cells, torch's cells) or
+``weight_hh_l<k>`` / ``weight_hh_l<k>_reverse`` (torch's RNN modules, group ``suffix``)."""
+
+
+def _recurrent_weight_names(owner: nn.Module) -> list[str]:
+    """The names of the recurrent weights that ``owner`` holds itself, sorted: parameters,
+    and weights computed by a parametrisation (:mod:`torch.nn.utils.parametrize`)."""
+    names = set(dict(owner.named_parameters(recurse=False)))
+    if parametrize.is_parametrized(owner):
+        names |= set(owner.parametrizations.keys())
+    return [name for name in sorted(names) if RECURRENT_WEIGHT.fullmatch(name)]
+
+
+def recurrent_weights(module: nn.Module) -> list[tuple[nn.Module, str]]:
+    """``(owner, name)`` of every recurrent weight in ``module`` (see :data:`RECURRENT_WEIGHT`),
+    constrained by a parametrisation or not; ``getattr(owner, name)`` is the weight."""
+    return [(owner, name) for _, owner in module.named_modules() for name in _recurrent_weight_names(owner)]
 
 
 def recurrent_layers(module: nn.Module) -> list[RecurrentLayer]:
     """Every recurrent layer in ``module``: one per parameter named ``weight_hh``,
     ``weight_hh_l<k>`` or ``weight_hh_l<k>_reverse``, with its sibling input weight and
-    biases (same owner, same suffix)."""
+    biases (same owner, same suffix). A weight computed by a parametrisation is not a
+    parameter to initialise and is left out."""
     layers = []
     for prefix, owner in module.named_modules():
         parameters = dict(owner.named_parameters(recurse=False))
-        for name, weight in parameters.items():
-            match = _RECURRENT_WEIGHT.fullmatch(name)
-            if match is None:
+        for name in _recurrent_weight_names(owner):
+            if name not in parameters:
                 continue
-            suffix = match["suffix"] or ""
+            suffix = RECURRENT_WEIGHT.fullmatch(name)["suffix"] or ""
             biases = (parameters.get(f"bias_ih{suffix}"), parameters.get(f"bias_hh{suffix}"))
             layers.append(
                 RecurrentLayer(
                     name=f"{prefix}.{name}" if prefix else name,
-                    weight_hh=weight,
+                    weight_hh=parameters[name],
                     weight_ih=parameters.get(f"weight_ih{suffix}"),
                     biases=tuple(bias for bias in biases if bias is not None),
                     projection=parameters.get(f"weight_hr{suffix}"),
@@ -496,6 +547,7 @@ def forget_bias_(module_or_cell: nn.Module, value: float = 1.0) -> nn.Module:
     return module_or_cell
 
 
+@final
 @dataclass(frozen=True)
 class InitOptions:
     r"""The settings of :func:`init_recurrent_` passed to every scheme (each uses some).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import final
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +24,7 @@ class AbstractHead(nn.Module, abc.ABC):
         """Args: outputs ``(B, T, H)``; lengths ``(B,)`` or ``None`` (all full length)."""
 
 
+@final
 class LastStepHead(AbstractHead):
     """Many-to-one: a linear read-out of each sequence's last valid hidden state.
 
@@ -39,6 +41,7 @@ class LastStepHead(AbstractHead):
         return self.linear(last)
 
 
+@final
 class PerStepHead(AbstractHead):
     """Many-to-many: a linear read-out at every step (e.g. next-token logits).
 
@@ -51,6 +54,7 @@ class PerStepHead(AbstractHead):
         return self.linear(outputs)
 
 
+@final
 class SequenceModel(nn.Module):
     """Embedding (for token ids) -> recurrent stack -> head. Batch first throughout.
 

@@ -7,6 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import final
 
 import torch
 from torch import Tensor, nn
@@ -14,14 +15,14 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 from torch.utils.hooks import RemovableHandle
 
-from bptt.cells import AbstractCell, State, make_cell, map_state
+from bptt.cells import TORCH_MODES, AbstractCell, State, make_cell, map_state
 from bptt.gradient_profile import GradientProfile
 
 StepHook = Callable[[int, int, State], None]
 """``hook(layer, t, state)``, called after every step of the unrolled loop."""
 
 
-
+@final
 @dataclass
 class LayerTape:
     r"""What one layer computed in an unrolled forward pass, as tensors in the autograd graph.
@@ -56,14 +57,8 @@ class LayerTape:
 _FUSED_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 """A cell's weights in the order and naming of torch's fused modules (suffix ``_l<k>``)."""
 
-_FUSED_MODULES: dict[str, Callable[..., nn.Module]] = {
-    "RNN_TANH": lambda *a, **k: nn.RNN(*a, nonlinearity="tanh", **k),
-    "RNN_RELU": lambda *a, **k: nn.RNN(*a, nonlinearity="relu", **k),
-    "GRU": nn.GRU,
-    "LSTM": nn.LSTM,
-}
 
-
+@final
 class Recurrent(nn.Module):
     r"""Unrolls a stack of one-step cells over time.
 
@@ -81,10 +76,13 @@ class Recurrent(nn.Module):
 
     - **fused**: when every cell has a ``fused_mode`` and nothing taps the steps, the
       stack runs through torch's fused kernel with the cells' own parameters;
-    - **explicit BPTT** (:meth:`AbstractCell.explicit_bptt`: :func:`bptt.autograd.elman_bptt`,
-      :func:`~bptt.autograd.gru_bptt`, :func:`~bptt.autograd.lstm_bptt`): while a gradient
-      profile is recorded, or when no fused kernel exists (sigmoid);
-    - **unrolled**: the Python loop above, with autograd, whenever a step hook is registered.
+    - **explicit BPTT** (:meth:`AbstractCell.explicit_bptt`: :func:`bptt.autograd.elman_bptt`
+      for :class:`~bptt.cells.ElmanCell`, :func:`~bptt.autograd.gru_bptt`,
+      :func:`~bptt.autograd.lstm_bptt` for the gated cells): while a gradient profile is
+      recorded, or when no fused kernel exists (sigmoid);
+    - **unrolled**: the Python loop above, with autograd, whenever a step hook or a tape is
+      registered, and for cells with neither a fused kernel nor an explicit BPTT (IndRNN,
+      residual, skip).
 
     Args:
         cells: one cell per layer, all of the same class and hidden size; layer ``l+1``'s
@@ -175,6 +173,10 @@ class Recurrent(nn.Module):
     @contextlib.contextmanager
     def recording_profile(self) -> Iterator[GradientProfile]:
         """Record ``||dL/dh_k||`` for every layer and step during the next backward pass.
+
+        Layers that have an explicit BPTT (Elman, GRU and LSTM cells) compute the profile
+        inside their backward recursion; the others, and every layer while a step hook or a
+        tape forces the unrolled loop, record it through gradient hooks on the unrolled states.
 
         Example::
 
@@ -278,7 +280,7 @@ class Recurrent(nn.Module):
         """A parameter-less (meta) torch module that ``functional_call`` runs with our weights."""
         key = (mode, input_size, num_layers)
         if key not in self._fused_template:
-            self._fused_template[key] = _FUSED_MODULES[mode](
+            self._fused_template[key] = TORCH_MODES.get(mode).module(
                 input_size,
                 self.hidden_size,
                 num_layers=num_layers,
@@ -329,11 +331,13 @@ class Recurrent(nn.Module):
             tape = LayerTape(cell, x, state, mask)
             self._tape.append(tape)
         outputs = []
-        for t in range(x.shape[0]):
+        # unbind: one backward node hands every step its gradient; x[t] would give each step
+        # a backward that adds into a zero tensor of x's whole size, O(T^2) in all
+        for t, x_t in enumerate(x.unbind(0)):
             if tape is None:
-                new_state = cell.step(x[t], state)
+                new_state = cell.step(x_t, state)
             else:  # the step in its two halves, keeping the recurrent projection
-                input_part, recurrent_part = cell.gate_input(x[t], cell.hidden(state))
+                input_part, recurrent_part = cell.gate_input(x_t, cell.hidden(state))
                 tape.recurrent_parts.append(recurrent_part)
                 new_state = cell.pointwise(input_part, recurrent_part, state)
             hidden = cell.hidden(new_state)
@@ -388,6 +392,7 @@ class Recurrent(nn.Module):
         ]
 
 
+@final
 class _HookRecorder:
     """Collects ``||dL/dh_t||`` per sample from gradient hooks on the unrolled states.
 
@@ -411,7 +416,7 @@ class _HookRecorder:
 def _stack_states(states: list[State]) -> State:
     """Per-layer states -> torch's stacked ``(L, B, H)`` format."""
     if isinstance(states[0], tuple):
-        return tuple(torch.stack(parts) for parts in zip(*states))
+        return tuple(torch.stack(parts) for parts in zip(*states, strict=True))
     return torch.stack(states)
 
 

@@ -10,13 +10,14 @@ from torch.nn.utils import parametrize
 
 from bptt import diagnose
 from bptt.cells import IndRNNCell
+from bptt.init import recurrent_weights
 from bptt.recurrent import Recurrent
 from bptt.remedies.constraints import (
+    CayleyConstraint,
     OrthogonalBlocks,
     OrthogonalConstraint,
     SpectralBound,
     make_constraint,
-    recurrent_weights,
 )
 
 F64 = torch.float64
@@ -185,3 +186,16 @@ def test_specs_and_errors():
         OrthogonalConstraint().attach(rnn)
     with pytest.raises(ValueError, match="would be undone"):
         SpectralBound(1.0).project_(rnn)
+
+
+def test_cayley_constraint_registers_the_cayley_map():
+    module = nn.LSTM(2, 3)
+    constraint = make_constraint("cayley")
+    assert isinstance(constraint, CayleyConstraint) and repr(constraint) == "CayleyConstraint()"
+    constraint.attach(module)
+    (blocks,) = module.parametrizations.weight_hh_l0
+    assert isinstance(blocks, OrthogonalBlocks) and blocks.orthogonal_map == "cayley"
+    assert orthogonality_error(module.weight_hh_l0.detach()) < 1e-5
+    constraint.project_(module)  # a no-op for a parametrisation
+    with pytest.raises(ValueError, match="already constrained"):
+        CayleyConstraint().attach(module)

@@ -5,7 +5,8 @@ The forward pass runs the recurrence
 .. math::
     z_t = W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}, \qquad h_t = f(z_t),
 
-and the backward pass is the BPTT recursion written out (DESIGN.md section 4):
+and the backward pass is the BPTT recursion written out (see docs/maths.md, "The backward
+recursion"):
 
 .. math::
     \delta_t = \frac{\partial \ell_t}{\partial h_t} + J_{t+1}^\top \delta_{t+1}, \qquad
@@ -22,51 +23,20 @@ host-device synchronisation.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, final
 
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from bptt._registry import unknown_name_message
+from bptt.activations import activation
+from bptt.init import gate_blocks
 
 PROFILE_CHUNK: Final = 32
 """Steps whose deltas the backward pass keeps at once to take their norms in one call."""
 
 ProfileCallback = Callable[[Tensor], None]
 """``on_profile(norms)``: receives the ``(T, B)`` norms :math:`\\|\\delta_k\\|` per sample."""
-
-
-@dataclass(frozen=True)
-class _Activation:
-    """An activation ``f`` applied in place, and ``f'(z)`` written to ``out`` from ``h = f(z)``.
-
-    Both work in place or into a given buffer: on the CPU, every fresh ``(T, B, H)``
-    allocation costs page faults comparable to the arithmetic done on it.
-    """
-
-    apply_: Callable[[Tensor], Tensor]
-    derivative_from_output: Callable[[Tensor, Tensor], Tensor]
-
-
-def _tanh_derivative(h: Tensor, out: Tensor) -> Tensor:
-    return torch.addcmul(h.new_ones(()), h, h, value=-1.0, out=out)  # 1 - h^2
-
-
-def _sigmoid_derivative(h: Tensor, out: Tensor) -> Tensor:
-    return torch.addcmul(h, h, h, value=-1.0, out=out)  # h (1 - h)
-
-
-def _relu_derivative(h: Tensor, out: Tensor) -> Tensor:
-    return torch.gt(h, 0, out=out)  # 1 where h > 0 (that is, z > 0), else 0
-
-
-ACTIVATIONS: Final[dict[str, _Activation]] = {
-    "tanh": _Activation(torch.tanh_, _tanh_derivative),
-    "sigmoid": _Activation(torch.sigmoid_, _sigmoid_derivative),
-    "relu": _Activation(torch.relu_, _relu_derivative),
-}
 
 
 def elman_bptt(
@@ -138,6 +108,7 @@ def elman_bptt(
     )
 
 
+@final
 class ElmanBPTTFunction(torch.autograd.Function):
     """The Elman recurrence with a hand-written BPTT backward; call it via :func:`elman_bptt`.
 
@@ -161,14 +132,14 @@ class ElmanBPTTFunction(torch.autograd.Function):
         mask: Tensor | None,
         on_profile: ProfileCallback | None,
     ) -> tuple[Tensor, Tensor]:
-        activation = ACTIVATIONS[nonlinearity]
+        apply_ = activation(nonlinearity).function_
         states = _input_projection(inputs, weight_ih, bias_ih, bias_hh)
         valid = None if mask is None else mask.unsqueeze(-1)
         weight_hh_t = weight_hh.t()
         h = h0
         for t in range(states.shape[0]):
             step = states[t]
-            activation.apply_(step.addmm_(h, weight_hh_t))
+            apply_(step.addmm_(h, weight_hh_t))
             if valid is not None:
                 torch.where(valid[t], step, h, out=step)
             h = step
@@ -186,7 +157,7 @@ class ElmanBPTTFunction(torch.autograd.Function):
         inputs, h0, weight_ih, weight_hh, states, mask = ctx.saved_tensors
         needs = ctx.needs_input_grad
         # dz holds f'(z_t) until the recursion overwrites it with delta_t * f'(z_t).
-        dz = ACTIVATIONS[ctx.nonlinearity].derivative_from_output(states, torch.empty_like(states))
+        dz = activation(ctx.nonlinearity).derivative_from_output(states, torch.empty_like(states))
         if mask is not None:
             valid = mask.unsqueeze(-1).to(states.dtype)
             dz.mul_(valid)
@@ -305,8 +276,7 @@ def _check_arguments(
     mask: Tensor | None,
 ) -> None:
     """Raise ``ValueError`` with expected vs received and a fix for inconsistent arguments."""
-    if nonlinearity not in ACTIVATIONS:
-        raise ValueError(unknown_name_message("nonlinearity", nonlinearity, list(ACTIVATIONS)))
+    activation(nonlinearity)  # raises for an unknown name, suggesting the closest
     if inputs.ndim != 3 or inputs.shape[0] == 0:
         raise ValueError(
             f"expected inputs of shape (T, B, I) with T >= 1 (time-major), got shape "
@@ -314,12 +284,13 @@ def _check_arguments(
             f"for a single sequence inputs.unsqueeze(1)"
         )
     steps, batch, input_size = inputs.shape
-    if weight_hh.ndim != 2 or weight_hh.shape[0] != weight_hh.shape[1] or weight_hh.numel() == 0:
-        raise ValueError(
-            f"expected weight_hh of shape (H, H) with H >= 1, got {tuple(weight_hh.shape)}; "
-            f"pass the square hidden-to-hidden matrix (torch.nn.RNNCell.weight_hh)"
-        )
-    hidden = weight_hh.shape[0]
+    _, hidden = gate_blocks(
+        weight_hh,
+        1,
+        caller="elman_bptt",
+        name="weight_hh",
+        fix="pass the square hidden-to-hidden matrix (torch.nn.RNNCell.weight_hh)",
+    )
     expected = {
         "weight_hh": (weight_hh, (hidden, hidden), "the hidden-to-hidden matrix"),
         "weight_ih": (weight_ih, (hidden, input_size), "(H, I) with I = inputs.shape[-1]"),

@@ -36,7 +36,7 @@ A masked step freezes the state: its :math:`a_t` is zero and it hands :math:`\de
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, final
 
 import torch
 from torch import Tensor
@@ -48,6 +48,7 @@ from bptt.autograd.elman import (
     _check_mask,
     _input_projection,
 )
+from bptt.init import gate_blocks
 
 
 def lstm_bptt(
@@ -164,6 +165,7 @@ def gru_bptt(
     )
 
 
+@final
 class LSTMBPTTFunction(torch.autograd.Function):
     """The LSTM with a hand-written BPTT backward; call it via :func:`lstm_bptt`.
 
@@ -275,6 +277,7 @@ class LSTMBPTTFunction(torch.autograd.Function):
         )  # fmt: skip
 
 
+@final
 class GRUBPTTFunction(torch.autograd.Function):
     r"""The GRU with a hand-written BPTT backward; call it via :func:`gru_bptt`.
 
@@ -422,16 +425,15 @@ def _check_arguments(
         )
     steps, batch, input_size = inputs.shape
     num_gates, gate_names = _GATES[cell]
-    if (
-        weight_hh.ndim != 2
-        or weight_hh.shape[0] != num_gates * weight_hh.shape[1]
-        or weight_hh.numel() == 0
-    ):
-        raise ValueError(
-            f"expected weight_hh of shape ({num_gates}H, H) with H >= 1 (gates {gate_names} "
-            f"stacked), got {tuple(weight_hh.shape)}; pass torch.nn.{cell}'s weight_hh_l0"
-        )
-    rows, hidden = weight_hh.shape
+    _, hidden = gate_blocks(
+        weight_hh,
+        num_gates,
+        caller=f"{cell.lower()}_bptt",
+        name="weight_hh",
+        gate_names=gate_names,
+        fix=f"pass torch.nn.{cell}'s weight_hh_l0",
+    )
+    rows = num_gates * hidden
     expected = {
         "weight_hh": (weight_hh, (rows, hidden), "the hidden-to-hidden matrix"),
         "weight_ih": (weight_ih, (rows, input_size), f"({num_gates}H, I), I = inputs.shape[-1]"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import final
 
 from bptt._registry import Registry
 from bptt.cells.base import (
@@ -14,14 +15,17 @@ from bptt.cells.base import (
     map_state,
     unflatten_state,
 )
-from bptt.cells.elman import ElmanCell
+from bptt.cells.elman import AbstractElmanCell, ElmanCell
 from bptt.cells.gated import GRUCell, LSTMCell
 from bptt.cells.indrnn import IndRNNCell
 from bptt.cells.skip import ResidualElmanCell, SkipElmanCell
+from bptt.cells.torch_modes import TORCH_MODES, TorchMode
 
 __all__ = [
     "CELLS",
+    "TORCH_MODES",
     "AbstractCell",
+    "AbstractElmanCell",
     "CellSpec",
     "ElmanCell",
     "GRUCell",
@@ -30,6 +34,7 @@ __all__ = [
     "ResidualElmanCell",
     "SkipElmanCell",
     "State",
+    "TorchMode",
     "cell_spec",
     "flatten_state",
     "make_cell",
@@ -38,6 +43,7 @@ __all__ = [
 ]
 
 
+@final
 @dataclass(frozen=True)
 class CellSpec:
     """How to build a cell known by name.
@@ -49,7 +55,7 @@ class CellSpec:
             defined with, used when the user does not choose one.
         description: one line for ``bptt train --help`` and docs.
         constraint: the constraint (a spec for :func:`bptt.remedies.make_constraint`) the
-            cell is defined with, attached by :func:`bptt.train.build_model` unless the
+            cell is defined with, attached by :func:`bptt.build_model` unless the
             user chooses one.
         argument: the name of an integer the cell takes after a colon (``"skip-rnn:8"``),
             and its default.

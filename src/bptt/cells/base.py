@@ -17,7 +17,7 @@ State: TypeAlias = Tensor | tuple[Tensor, ...]
 def map_state(fn: Callable[..., Tensor], *states: State) -> State:
     """Apply ``fn`` component-wise to one or more states of the same structure."""
     if isinstance(states[0], tuple):
-        return tuple(fn(*parts) for parts in zip(*states))
+        return tuple(fn(*parts) for parts in zip(*states, strict=True))
     return fn(*states)
 
 

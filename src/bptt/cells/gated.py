@@ -7,7 +7,7 @@ Gate order and equations are torch's, so weights are interchangeable with
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, final
 
 import torch
 from torch import Tensor
@@ -16,6 +16,7 @@ from bptt.autograd import gru_bptt, lstm_bptt
 from bptt.cells.base import AbstractCell
 
 
+@final
 class GRUCell(AbstractCell):
     r"""The gated recurrent unit step (gates stacked as ``r, z, n``).
 
@@ -70,6 +71,7 @@ class GRUCell(AbstractCell):
         return "GRU"
 
 
+@final
 class LSTMCell(AbstractCell):
     r"""The long short-term memory step (gates stacked as ``i, f, g, o``); state ``(h, c)``.
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+from typing import final
 
 import torch
 from torch import Tensor, nn
 
-from bptt.cells.base import AbstractCell
-from bptt.cells.elman import ElmanCell
+from bptt.cells.elman import AbstractElmanCell
 
 
-class IndRNNCell(ElmanCell):
+@final
+class IndRNNCell(AbstractElmanCell):
     r"""The IndRNN step (Li et al. 2018): each unit recurs only on itself.
 
     .. math::
@@ -22,7 +23,8 @@ class IndRNNCell(ElmanCell):
     over ``T`` steps is unit by unit :math:`\prod_t f'(z_{t,j})\, u_j`. Bounding
     :math:`|u_j| \le \gamma^{1/T}` (:class:`bptt.remedies.SpectralBound` with a horizon,
     constraint ``"indrnn:γ"``) keeps it from exploding; ReLU keeps it from vanishing on
-    active units.
+    active units. Neither torch's fused kernels nor the explicit Elman BPTT compute this
+    step, so a stack of them runs the unrolled loop.
 
     Args:
         input_size: number of input features ``I``.
@@ -61,7 +63,5 @@ class IndRNNCell(ElmanCell):
             recurrent = recurrent + self.bias_hh
         return nn.functional.linear(x_t, self.weight_ih, self.bias_ih), recurrent
 
-    # Elman's explicit BPTT and torch's fused kernels assume h_t = f(W_ih x + W_hh h): this
-    # cell runs the unrolled loop, as the base class says
-    explicit_bptt = AbstractCell.explicit_bptt
-    fused_mode = AbstractCell.fused_mode
+    def pointwise(self, input_part: Tensor, recurrent_part: Tensor, state: Tensor) -> Tensor:
+        return self.activate(input_part, recurrent_part, state)

@@ -2,35 +2,47 @@
 
 from __future__ import annotations
 
+from typing import final
+
 import torch
 from torch import Tensor
 
-from bptt.cells.base import AbstractCell
-from bptt.cells.elman import ElmanCell
+from bptt.cells.elman import AbstractElmanCell
 
 
-class ResidualElmanCell(ElmanCell):
+@final
+class ResidualElmanCell(AbstractElmanCell):
     r"""An Elman step added to the previous state (a residual connection in time).
 
     .. math::
         h_t = h_{t-1} + f(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})
 
     The step Jacobian is :math:`J_t = I + \mathrm{diag}(f'(z_t))\, W_{hh}`: where units
-    saturate (:math:`f' \to 0`) the gradient passes unchanged instead of vanishing.
+    saturate (:math:`f' \to 0`) the gradient passes unchanged instead of vanishing. Neither
+    torch's fused kernels nor the explicit Elman BPTT compute this step, so a stack of them
+    runs the unrolled loop.
 
-    Args and shapes as :class:`ElmanCell`.
+    Args:
+        input_size: number of input features ``I``.
+        hidden_size: number of hidden units ``H``.
+        nonlinearity: ``"tanh"``, ``"relu"`` or ``"sigmoid"``.
+        bias: if ``False``, no biases.
+
+    Shape:
+        - x_t: ``(B, I)``; state ``h``: ``(B, H)``; returns ``(B, H)``.
     """
 
+    def __init__(
+        self, input_size: int, hidden_size: int, nonlinearity: str = "tanh", bias: bool = True
+    ) -> None:
+        super().__init__(input_size, hidden_size, nonlinearity, bias)
+
     def pointwise(self, input_part: Tensor, recurrent_part: Tensor, state: Tensor) -> Tensor:
-        return state + super().pointwise(input_part, recurrent_part, state)
-
-    # Elman's explicit BPTT and torch's fused kernels assume h_t = f(W_ih x + W_hh h): this
-    # cell runs the unrolled loop, as the base class says
-    explicit_bptt = AbstractCell.explicit_bptt
-    fused_mode = AbstractCell.fused_mode
+        return state + self.activate(input_part, recurrent_part, state)
 
 
-class SkipElmanCell(ElmanCell):
+@final
+class SkipElmanCell(AbstractElmanCell):
     r"""An Elman step plus the state ``k`` steps back (a skip connection in time).
 
     .. math::
@@ -38,7 +50,8 @@ class SkipElmanCell(ElmanCell):
 
     The state carries the last ``k`` hidden vectors, ``(h_t, h_{t-1}, ..., h_{t-k+1})``, so
     the gradient reaches ``T`` steps back through ``T/k`` identity hops. With ``k = 1`` it is
-    :class:`ResidualElmanCell` with a one-element tuple state.
+    :class:`ResidualElmanCell` with a one-element tuple state. A stack of them runs the
+    unrolled loop.
 
     Args:
         input_size: number of input features ``I``.
@@ -80,13 +93,8 @@ class SkipElmanCell(ElmanCell):
     def pointwise(
         self, input_part: Tensor, recurrent_part: Tensor, state: tuple[Tensor, ...]
     ) -> tuple[Tensor, ...]:
-        new = super().pointwise(input_part, recurrent_part, state[0]) + state[-1]
+        new = self.activate(input_part, recurrent_part, state[0]) + state[-1]
         return (new, *state[:-1])
-
-    # Elman's explicit BPTT and torch's fused kernels assume h_t = f(W_ih x + W_hh h): this
-    # cell runs the unrolled loop, as the base class says
-    explicit_bptt = AbstractCell.explicit_bptt
-    fused_mode = AbstractCell.fused_mode
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, skip={self.skip}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bptt.cells import AbstractCell, ElmanCell, GRUCell, LSTMCell
+from bptt.cells import TORCH_MODES, AbstractCell
 from bptt.gradient_profile import GradientProfile
 from bptt.recurrent import LayerTape, Recurrent
 
@@ -159,12 +159,8 @@ def _routed_through(module: nn.RNNBase, twin: Recurrent) -> Iterator[None]:
 
 
 def _twin_cell(mode: str, input_size: int, hidden_size: int, bias: bool) -> AbstractCell:
-    if mode == "GRU":
-        return GRUCell(input_size, hidden_size, bias)
-    if mode == "LSTM":
-        return LSTMCell(input_size, hidden_size, bias)
-    nonlinearity = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}[mode]
-    return ElmanCell(input_size, hidden_size, nonlinearity, bias)
+    """The bptt cell computing one step of torch's fused ``mode`` (see :data:`bptt.cells.TORCH_MODES`)."""
+    return TORCH_MODES.get(mode).cell(input_size, hidden_size, bias)
 
 
 def _check_supported(name: str, module: nn.RNNBase) -> None:

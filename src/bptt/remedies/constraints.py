@@ -28,51 +28,38 @@ from __future__ import annotations
 
 import abc
 import math
-import re
-from typing import ClassVar, Final
+from typing import Any, ClassVar, final
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from bptt._registry import Registry
+from bptt.init import gate_blocks, recurrent_weights
 
 __all__ = [
     "CONSTRAINTS",
     "AbstractConstraint",
+    "CayleyConstraint",
     "OrthogonalBlocks",
     "OrthogonalConstraint",
     "SpectralBound",
     "make_constraint",
-    "recurrent_weights",
 ]
 
-_RECURRENT_WEIGHT: Final = re.compile(r"weight_hh(?:_l\d+(?:_reverse)?)?")
-
-
-def recurrent_weights(module: nn.Module) -> list[tuple[nn.Module, str]]:
-    """``(owner, name)`` of every recurrent weight in ``module``: parameters named
-    ``weight_hh`` (bptt cells) or ``weight_hh_l<k>`` (torch modules), constrained or not."""
-    found = []
-    for _, owner in module.named_modules():
-        names = set(dict(owner.named_parameters(recurse=False)))
-        if parametrize.is_parametrized(owner):
-            names |= set(owner.parametrizations.keys())
-        found += [(owner, name) for name in sorted(names) if _RECURRENT_WEIGHT.fullmatch(name)]
-    return found
-
-
-def _gate_blocks(weight: Tensor, where: str) -> int:
+def _gate_blocks(weight: Tensor, owner: nn.Module, name: str, caller: str) -> int:
     """The number ``G`` of square ``(H, H)`` blocks stacked in a recurrent weight."""
-    if weight.ndim != 2 or weight.shape[0] % weight.shape[1] != 0:
-        raise ValueError(
-            f"{where}: expected a recurrent weight of shape (G*H, H), G square gate blocks, "
-            f"received shape {tuple(weight.shape)}; an orthogonal constraint needs square "
-            f"blocks (a vector weight such as IndRNN's takes the 'spectral' or 'indrnn' bound)"
-        )
-    return weight.shape[0] // weight.shape[1]
+    num_gates, _ = gate_blocks(
+        weight,
+        caller=caller,
+        name=f"{type(owner).__name__}.{name}",
+        fix="an orthogonal constraint or a spectral bound on blocks needs square blocks (a vector "
+        "weight such as IndRNN's takes the 'spectral' or 'indrnn' bound)",
+    )
+    return num_gates
 
 
+@final
 class OrthogonalBlocks(nn.Module):
     r"""The parametrisation :math:`W_g = B_g\, \phi(A_g - A_g^\top)` for each gate block ``g``.
 
@@ -136,21 +123,54 @@ class AbstractConstraint(abc.ABC):
             ValueError: if ``module`` has no recurrent weight, or one is already constrained.
         """
 
+    @abc.abstractmethod
     def project_(self, module: nn.Module) -> None:
         """Pull the weights back into the constraint set; call it after every optimizer step."""
 
-    @staticmethod
-    def _weights_or_raise(module: nn.Module, caller: str) -> list[tuple[nn.Module, str]]:
-        found = recurrent_weights(module)
-        if not found:
+    def state_dict(self) -> dict[str, Any]:
+        """The state a resumed run needs beyond the model's weights (empty: a parametrisation
+        keeps its state in the model, a projection keeps none)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state returned by :meth:`state_dict`."""
+        if state:
             raise ValueError(
-                f"{caller} expected a module with recurrent weights named 'weight_hh' or "
-                f"'weight_hh_l<k>', received {type(module).__name__} with parameters "
-                f"{[name for name, _ in module.named_parameters()][:8]}"
+                f"{type(self).__name__} keeps no state, but received keys {sorted(state)}; "
+                "pass the state_dict() of the same kind of constraint"
             )
-        return found
 
 
+def _weights_or_raise(module: nn.Module, caller: str) -> list[tuple[nn.Module, str]]:
+    """:func:`~bptt.init.recurrent_weights` of ``module``; raises if there is none."""
+    found = recurrent_weights(module)
+    if not found:
+        raise ValueError(
+            f"{caller} expected a module with recurrent weights named 'weight_hh' or "
+            f"'weight_hh_l<k>', received {type(module).__name__} with parameters "
+            f"{[name for name, _ in module.named_parameters()][:8]}"
+        )
+    return found
+
+
+def _attach_orthogonal(module: nn.Module, orthogonal_map: str, caller: str) -> nn.Module:
+    """Register :class:`OrthogonalBlocks` with ``orthogonal_map`` on every recurrent weight."""
+    for owner, name in _weights_or_raise(module, caller):
+        if parametrize.is_parametrized(owner, name):
+            raise ValueError(
+                f"{type(owner).__name__}.{name} is already constrained "
+                f"({owner.parametrizations[name]}); attach a constraint once"
+            )
+        weight = getattr(owner, name)
+        blocks = _gate_blocks(weight, owner, name, caller)
+        parametrization = OrthogonalBlocks(blocks, weight.shape[1], orthogonal_map)
+        parametrize.register_parametrization(
+            owner, name, parametrization.to(device=weight.device, dtype=weight.dtype)
+        )
+    return module
+
+
+@final
 class OrthogonalConstraint(AbstractConstraint):
     """Keep every gate block of every recurrent weight orthogonal (:class:`OrthogonalBlocks`).
 
@@ -168,34 +188,34 @@ class OrthogonalConstraint(AbstractConstraint):
         self.orthogonal_map = orthogonal_map
 
     def attach(self, module: nn.Module) -> nn.Module:
-        targets = self._weights_or_raise(module, "OrthogonalConstraint.attach")
-        for owner, name in targets:
-            if parametrize.is_parametrized(owner, name):
-                raise ValueError(
-                    f"{type(owner).__name__}.{name} is already constrained "
-                    f"({owner.parametrizations[name]}); attach a constraint once"
-                )
-            weight = getattr(owner, name)
-            blocks = _gate_blocks(weight, f"{type(owner).__name__}.{name}")
-            parametrization = OrthogonalBlocks(blocks, weight.shape[1], self.orthogonal_map)
-            parametrize.register_parametrization(
-                owner, name, parametrization.to(device=weight.device, dtype=weight.dtype)
-            )
-        return module
+        return _attach_orthogonal(module, self.orthogonal_map, "OrthogonalConstraint.attach")
+
+    def project_(self, module: nn.Module) -> None:
+        """A no-op: the parametrisation keeps every block orthogonal."""
 
     def __repr__(self) -> str:
         return f"OrthogonalConstraint({self.orthogonal_map!r})"
 
 
-class CayleyConstraint(OrthogonalConstraint):
-    """:class:`OrthogonalConstraint` with the Cayley map."""
+@final
+class CayleyConstraint(AbstractConstraint):
+    """:class:`OrthogonalConstraint` with the Cayley map: every gate block of every recurrent
+    weight :math:`W_g = B_g (I - S_g/2)^{-1} (I + S_g/2)`, :math:`S_g` skew-symmetric."""
 
     name = "cayley"
+    orthogonal_map: ClassVar[str] = "cayley"
 
-    def __init__(self) -> None:
-        super().__init__("cayley")
+    def attach(self, module: nn.Module) -> nn.Module:
+        return _attach_orthogonal(module, self.orthogonal_map, "CayleyConstraint.attach")
+
+    def project_(self, module: nn.Module) -> None:
+        """A no-op: the parametrisation keeps every block orthogonal."""
+
+    def __repr__(self) -> str:
+        return "CayleyConstraint()"
 
 
+@final
 class SpectralBound(AbstractConstraint):
     r"""Project each recurrent gate block to :math:`\sigma_{\max}(W_g) \le c` after every step.
 
@@ -224,7 +244,7 @@ class SpectralBound(AbstractConstraint):
         return self.bound if self.horizon is None else self.bound ** (1.0 / self.horizon)
 
     def attach(self, module: nn.Module) -> nn.Module:
-        self._weights_or_raise(module, "SpectralBound.attach")
+        _weights_or_raise(module, "SpectralBound.attach")
         self.project_(module)
         return module
 
@@ -240,7 +260,8 @@ class SpectralBound(AbstractConstraint):
             if weight.ndim == 1:
                 weight.clamp_(-self.per_step, self.per_step)
                 continue
-            blocks = weight.view(_gate_blocks(weight, f"{type(owner).__name__}.{name}"), weight.shape[1], -1)
+            num_gates = _gate_blocks(weight, owner, name, "SpectralBound.project_")
+            blocks = weight.view(num_gates, weight.shape[1], -1)
             sigma = torch.linalg.matrix_norm(blocks.float(), ord=2).to(weight.dtype)
             blocks.mul_(torch.clamp(self.per_step / sigma, max=1.0)[:, None, None])
 

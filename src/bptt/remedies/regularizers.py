@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 import math
 from functools import partial
-from typing import TYPE_CHECKING, ClassVar, final
+from typing import Any, ClassVar, final
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -29,10 +29,8 @@ from torch import Tensor, nn
 
 from bptt._registry import Registry
 from bptt.cells import AbstractCell, State, flatten_state, map_state, unflatten_state
-from bptt.remedies.constraints import recurrent_weights
-
-if TYPE_CHECKING:  # bptt.recurrent imports the diagnostics, which import the remedies' users
-    from bptt.recurrent import LayerTape
+from bptt.init import recurrent_weights
+from bptt.recurrent import LayerTape
 
 __all__ = [
     "REGULARIZERS",
@@ -93,6 +91,18 @@ class AbstractRegularizer(abc.ABC):
                 "as tapes:` and pass `tapes`"
             )
         return tapes
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state a resumed run needs (empty: the penalties here keep none)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state returned by :meth:`state_dict`."""
+        if state:
+            raise ValueError(
+                f"{type(self).__name__} keeps no state, but received keys {sorted(state)}; "
+                "pass the state_dict() of the same kind of regulariser"
+            )
 
     def __repr__(self) -> str:
         public = {k: v for k, v in vars(self).items() if not k.startswith("_")}
@@ -189,9 +199,9 @@ class LyapunovRegularizer(AbstractRegularizer):
 
     with :math:`\lambda_i` the exponents of each layer along the recorded trajectory (see
     :func:`lyapunov_spectrum`; the layer's states and inputs are constants), averaged over
-    the first ``samples`` sequences of the batch; the layers' penalties are averaged. :math:`\lambda_1 < 0` means vanishing and
-    :math:`> 0` exploding gradients, so the penalty keeps long products of Jacobians from
-    doing either.
+    the first ``samples`` sequences of the batch; the layers' penalties are averaged.
+    :math:`\lambda_1 < 0` means vanishing and :math:`> 0` exploding gradients, so the penalty
+    keeps long products of Jacobians from doing either.
 
     Cost: ``T`` sequential steps on ``k * samples`` rows with a forward-mode tangent, a
     small QR each, and the backward pass through them.
@@ -300,9 +310,9 @@ def _trajectory(
             inputs.shape[1], device=inputs.device, dtype=inputs.dtype
         )
     before = []
-    for t in range(inputs.shape[0]):
+    for t, x_t in enumerate(inputs.unbind(0)):
         before.append(flatten_state(state))
-        new = cell.step(inputs[t], state)
+        new = cell.step(x_t, state)
         if mask is not None:
             new = map_state(partial(torch.where, mask[t, :, None]), new, state)
         state = new
@@ -330,16 +340,16 @@ def _exponents(
     )
     q = torch.linalg.qr(start).Q  # (B, S, k)
     total = before.new_zeros(batch, k)
-    for t in range(steps):
+    for t, (x_t, before_t) in enumerate(zip(inputs.detach().unbind(0), before.detach().unbind(0), strict=True)):
         # J_t Q, all k columns at once: they are stacked into the batch and pushed through
         # the step as forward-mode tangents (dual numbers), and ordinary autograd
         # differentiates the tangent w.r.t. the parameters. It works for every cell, costs
         # about two forward passes of one step and never builds the S x S Jacobian; it is
         # simpler than a double VJP and about twice as fast as torch.func.jvp here.
-        x = inputs[t].detach().repeat(k, 1)
+        x = x_t.repeat(k, 1)
         with fwAD.dual_level():
             tangents = q.permute(2, 0, 1).flatten(0, 1)  # (k * B, S)
-            dual = fwAD.make_dual(before[t].detach().repeat(k, 1), tangents)
+            dual = fwAD.make_dual(before_t.repeat(k, 1), tangents)
             new = cell.step(x, unflatten_state(dual, cell.hidden_size))
             image = fwAD.unpack_dual(flatten_state(new)).tangent  # (k * B, S)
         q_new, r = torch.linalg.qr(image.unflatten(0, (k, batch)).permute(1, 2, 0))
