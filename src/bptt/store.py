@@ -31,16 +31,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
+
+from bptt.jsonio import from_json, to_json
 
 SCHEMA_VERSION = 1
 """Stored in ``PRAGMA user_version``; a file with another version is refused, never migrated in place."""
@@ -49,8 +50,6 @@ APPLICATION_ID = int.from_bytes(b"bptt", "big")
 STATUSES = ("pending", "running", "finished", "failed")
 KEY_LENGTH = 16
 """Hex digits of the sha256 kept in a trial key (64 bits)."""
-NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-"""How non-finite floats of a summary are written: as these JSON strings."""
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SCHEMA = (
@@ -125,41 +124,8 @@ def trial_key(config: dict[str, Any]) -> str:
 def _config_text(config: dict[str, Any]) -> tuple[str, str]:
     if not isinstance(config, dict):
         raise TypeError(f"a trial config must be a dict, got {type(config).__name__}")
-    text = json.dumps(_to_json(config, "config", nonfinite=False), sort_keys=True)
+    text = json.dumps(to_json(config, "config", nonfinite="error"), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH], text
-
-
-def _to_json(value: Any, where: str, nonfinite: bool) -> Any:
-    """``value`` as plain JSON values; non-finite floats become strings if ``nonfinite``."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return float(value)
-        if not nonfinite:
-            raise ValueError(f"{where} is {value}; a trial config must hold finite numbers only")
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        for name in value:
-            if not isinstance(name, str):
-                raise TypeError(f"{where} has the key {name!r}; JSON objects need string keys")
-        return {name: _to_json(item, f"{where}[{name!r}]", nonfinite) for name, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_json(item, f"{where}[{i}]", nonfinite) for i, item in enumerate(value)]
-    raise TypeError(
-        f"{where} is a {type(value).__name__}, which JSON cannot hold; convert it to a number, "
-        "string, bool, None, list or dict first (e.g. float(tensor) or tensor.tolist())"
-    )
-
-
-def _from_json(value: Any) -> Any:
-    if isinstance(value, str):
-        return NONFINITE.get(value, value)
-    if isinstance(value, dict):
-        return {name: _from_json(item) for name, item in value.items()}
-    if isinstance(value, list):
-        return [_from_json(item) for item in value]
-    return value
 
 
 def _check_header(path: Path) -> None:
@@ -346,7 +312,12 @@ class ResultStore:
 
     # -- writes --------------------------------------------------------------------------
 
-    def add(self, configs: Iterable[dict[str, Any]], study: str, run_dir_for: Callable[[dict[str, Any]], str | os.PathLike[str]]) -> list[str]:
+    def add(
+        self,
+        configs: Iterable[dict[str, Any]],
+        study: str,
+        run_dir_for: Callable[[dict[str, Any]], str | os.PathLike[str]],
+    ) -> list[str]:
         """Add trials as pending, all in one transaction; trials already there are kept as they are.
 
         Adding is idempotent: a trial that is already in the store (under any study) keeps its
@@ -428,7 +399,7 @@ class ResultStore:
         """
         if not isinstance(summary, dict):
             raise TypeError(f"a trial summary must be a dict, got {type(summary).__name__}")
-        text = json.dumps(_to_json(summary, "summary", nonfinite=True), allow_nan=False)
+        text = json.dumps(to_json(summary, "summary", nonfinite="string"), allow_nan=False)
         with self._write() as conn:
             status = self._status(conn, key)
             if status not in ("running", "failed"):
@@ -516,10 +487,9 @@ def _identity(conn: sqlite3.Connection) -> tuple[int, int, int]:
 
 def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
-        try:
+        # SQLite may have rolled back already (e.g. after an I/O error); the original error matters
+        with suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # SQLite already rolled back (e.g. after an I/O error); the original error matters
 
 
 def _study_filter(study: str | None, condition: str) -> tuple[str, tuple[Any, ...]]:
@@ -539,6 +509,6 @@ def _record(row: tuple[Any, ...]) -> TrialRecord:
         attempts=attempts,
         started=started,
         finished=finished,
-        summary=None if summary is None else _from_json(json.loads(summary)),
+        summary=None if summary is None else from_json(json.loads(summary)),
         error=error,
     )
