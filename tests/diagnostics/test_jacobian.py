@@ -15,7 +15,7 @@ from bptt.diagnostics.jacobian import (
     step_spectral_norms,
 )
 
-T, B, I, H = 7, 3, 2, 3  # steps, samples, input size, hidden size of the LSTM (S = 2H)
+T, B, N_IN, H = 7, 3, 2, 3  # steps, samples, input size, hidden size of the LSTM (S = 2H)
 F64 = torch.float64
 
 
@@ -23,7 +23,7 @@ def elman(size: int, gain: float = 1.5, seed: int = 0):
     """z = W s + U x + b, s' = tanh(z), with random weights."""
     g = torch.Generator().manual_seed(seed)
     w = gain * torch.randn(size, size, generator=g, dtype=F64) / math.sqrt(size)
-    u = torch.randn(size, I, generator=g, dtype=F64)
+    u = torch.randn(size, N_IN, generator=g, dtype=F64)
     b = 0.1 * torch.randn(size, generator=g, dtype=F64)
     return lambda x, s: torch.tanh(s @ w.T + x @ u.T + b)
 
@@ -31,7 +31,7 @@ def elman(size: int, gain: float = 1.5, seed: int = 0):
 def lstm(seed: int = 0):
     """An LSTM step on the flat state s = (h, c) of size 2H."""
     g = torch.Generator().manual_seed(seed)
-    w = torch.randn(4 * H, I + H, generator=g, dtype=F64)
+    w = torch.randn(4 * H, N_IN + H, generator=g, dtype=F64)
     b = torch.randn(4 * H, generator=g, dtype=F64)
 
     def step(x: Tensor, s: Tensor) -> Tensor:
@@ -54,7 +54,7 @@ def trajectory(step, inputs: Tensor, size: int) -> Tensor:
 
 
 def inputs_of(steps: int = T, dtype: torch.dtype = F64) -> Tensor:
-    return torch.randn(steps, B, I, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    return torch.randn(steps, B, N_IN, generator=torch.Generator().manual_seed(2), dtype=dtype)
 
 
 def padded_mask() -> Tensor:

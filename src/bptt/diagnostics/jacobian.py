@@ -3,8 +3,9 @@ r"""Jacobians of a recurrent step, seen only through Jacobian-vector products.
 A step ``s_t = step(x_t, s_{t-1})`` has the per-sample Jacobian
 :math:`J_t = \partial s_t / \partial s_{t-1}` (S x S). The functions here estimate its
 spectral norm, the spectral norm of products :math:`J_T \cdots J_{T-d+1}` and the Lyapunov
-exponents of the dynamics (DESIGN.md section 4) with ``torch.func`` JVPs and VJPs, never
-building an S x S matrix (except :func:`explicit_jacobians`, meant for small S and tests).
+exponents of the dynamics (see docs/maths.md, "Spectral norms by power iteration" and "Lyapunov
+exponents") with ``torch.func`` JVPs and VJPs, never building an S x S matrix (except
+:func:`explicit_jacobians`, meant for small S and tests).
 
 A step for a cell with a structured state works on the flat state, e.g. an LSTM step on
 ``s = cat([h, c], dim=1)``::
@@ -122,8 +123,8 @@ class CellSteps(Linearization):
     first ``H`` entries of the flat state. So for unit ``j`` of state part ``p``,
 
     .. math::
-        (J_t v)_{p,j} = \sum_{	ext{gate } g} A_{t,g,p,j}\, (W_{hh} v_h)_{g,j}
-            + \sum_{	ext{part } q} C_{t,q,p,j}\, v_{q,j}
+        (J_t v)_{p,j} = \sum_{\text{gate } g} A_{t,g,p,j}\, (W_{hh} v_h)_{g,j}
+            + \sum_{\text{part } q} C_{t,q,p,j}\, v_{q,j}
 
     where :math:`A_{t,g,p,j} = \partial s_{t,p,j} / \partial (W_{hh} h)_{g,j}` and
     :math:`C_{t,q,p,j} = \partial s_{t,p,j} / \partial s_{t-1,q,j}` (direct use only). One

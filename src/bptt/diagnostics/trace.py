@@ -112,9 +112,13 @@ def taping(model: nn.Module) -> Iterator[list[TapedLayer]]:
 def profiling(model: nn.Module) -> Iterator[dict[str, GradientProfile]]:
     """Record the gradient profile of every recurrent module of ``model`` in the block.
 
-    The cheap path when only ``||dL/dh_k||`` is wanted: Elman layers run the explicit
-    BPTT, which computes the profile inside its own backward recursion; gated layers the
-    unrolled loop with gradient hooks. Torch modules are routed through their twin.
+    The cheap path when only ``||dL/dh_k||`` is wanted: layers whose cell has an explicit
+    BPTT (:class:`~bptt.cells.ElmanCell`, :class:`~bptt.cells.GRUCell` and
+    :class:`~bptt.cells.LSTMCell`: :func:`~bptt.autograd.elman_bptt`,
+    :func:`~bptt.autograd.gru_bptt`, :func:`~bptt.autograd.lstm_bptt`) compute the profile
+    inside their own backward recursion; the other cells (IndRNN, residual, skip) run the
+    unrolled loop with gradient hooks on each step's state. Torch modules are routed
+    through their twin.
 
     Yields:
         module path -> :class:`~bptt.gradient_profile.GradientProfile`, filled by the
