@@ -18,8 +18,8 @@ import pytest
 
 from bptt import TrainConfig, train
 from bptt.cli import main
-from bptt.report import report
 from bptt.jsonio import read_jsonl
+from bptt.report import report
 from bptt.study import StudySpec, run_study
 
 

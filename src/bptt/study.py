@@ -29,6 +29,7 @@ from tqdm import tqdm
 from bptt._registry import unknown_name_message
 from bptt.cells import CELLS
 from bptt.config import TrainConfig
+from bptt.diagnostics.records import DiagnosisRecord
 from bptt.jsonio import read_jsonl
 from bptt.store import ResultStore, TrialRecord, trial_key
 
@@ -131,12 +132,7 @@ class StudySpec:
 def label(config: TrainConfig) -> str:
     """A short name of a trial's configuration, without its length and seed."""
     name = config.cell if config.init is None else f"{config.cell}+{config.init}"
-    clip = config.clip or (
-        f"norm:{config.clip_norm:g}" if config.clip_norm
-        else f"value:{config.clip_value:g}" if config.clip_value
-        else "none"
-    )
-    return f"{name} clip {clip}"
+    return f"{name} clip {config.clip or 'none'}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,7 +303,7 @@ def execute_trial(config: dict[str, Any], run_dir: str) -> tuple[bool, dict[str,
     Returns:
         ``(True, summary)`` (see :func:`trial_summary`) or ``(False, traceback)``.
     """
-    from bptt.train import train  # here: a spawned worker imports what it runs
+    from bptt.training import train  # here: a spawned worker imports what it runs
 
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -328,12 +324,8 @@ def trial_summary(run_dir: str | Path, wall_seconds: float) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
-    medians = []
-    diagnoses = run_dir / "diagnostics.jsonl"
-    if diagnoses.exists():
-        for record in read_jsonl(diagnoses):
-            if record.get("layers"):
-                medians.append(record["layers"][-1]["median_step_norm"])
+    records: list[DiagnosisRecord] = read_jsonl(run_dir / "diagnostics.jsonl")
+    medians = [record["layers"][-1]["median_step_norm"] for record in records if record["layers"]]
     finite = [m for m in medians if m is not None and math.isfinite(m)]
     return {
         **summary,

@@ -10,7 +10,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bptt import Recurrent, diagnose
 from bptt.cells import AbstractCell
-from bptt.diagnostics.diagnosis import STEP_NORM_QUANTILES, gradient_profiles
+from bptt.diagnostics.diagnosis import gradient_profiles
+from bptt.diagnostics.spectra import STEP_NORM_QUANTILES
 from bptt.diagnostics.trace import unrolled_twin
 
 CELLS = ["rnn-tanh", "rnn-relu", "rnn-sigmoid", "irnn", "gru", "lstm"]
@@ -33,7 +34,8 @@ def reference_profiles(cells, x, lengths, loss_of_top):
     layer_input = x
     for step_fn, init in cells:
         state = init(batch)
-        layer_eps = torch.zeros(steps, batch, state[0].shape[-1] if isinstance(state, tuple) else state.shape[-1], dtype=x.dtype, requires_grad=True)
+        size = state[0].shape[-1] if isinstance(state, tuple) else state.shape[-1]
+        layer_eps = torch.zeros(steps, batch, size, dtype=x.dtype, requires_grad=True)
         outputs = []
         for t in range(steps):
             new = step_fn(layer_input[t], state)
@@ -236,7 +238,10 @@ def per_use_contributions(cell: AbstractCell, x: torch.Tensor, per_step_loss):
         state = torch.func.functional_call(cell, {"weight_hh": copies[t]}, (x[t], state))
         hiddens.append(cell.hidden(state))
     losses = per_step_loss(torch.stack(hiddens))
-    grads = [torch.autograd.grad(loss, copies, retain_graph=True, allow_unused=True, materialize_grads=True) for loss in losses]
+    grads = [
+        torch.autograd.grad(loss, copies, retain_graph=True, allow_unused=True, materialize_grads=True)
+        for loss in losses
+    ]
     total = sum(sum(g) for g in grads)
     inner = torch.tensor([[float((g * total).sum()) for g in row] for row in grads], dtype=torch.float64)
     return inner / total.square().sum()
@@ -276,7 +281,9 @@ def test_weight_gradient_by_distance_many_to_one(cell):
     diagnosis = diagnose(model, x, None, lambda out, _: (out[0][-1] * weights).sum())
     inner = per_use_contributions(model.cells[0], x, per_step)
     assert diagnosis.many_to_one
-    torch.testing.assert_close(diagnosis.layers[0].gradient_by_distance, inner[8].flip(0).double(), rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(
+        diagnosis.layers[0].gradient_by_distance, inner[8].flip(0).double(), rtol=1e-8, atol=1e-10
+    )
     assert float(diagnosis.layers[0].gradient_by_distance.sum()) == pytest.approx(1.0, abs=1e-10)
 
 
@@ -285,7 +292,9 @@ def test_step_norms_of_the_layer_equal_explicit_jacobians(cell):
     torch.manual_seed(6)
     model = Recurrent.from_name(cell, 2, 3).double()
     x = torch.randn(6, 2, 2, dtype=torch.float64)
-    diagnosis = diagnose(model, x, None, lambda out, _: out[0][-1].sum(), power_iterations=500, spectral_tolerance=1e-13)
+    diagnosis = diagnose(
+        model, x, None, lambda out, _: out[0][-1].sum(), power_iterations=500, spectral_tolerance=1e-13
+    )
     layer_cell = model.cells[0]
     state = layer_cell.init_state(2, dtype=torch.float64)
     flat = lambda s: torch.cat(s, -1) if isinstance(s, tuple) else s
@@ -296,7 +305,11 @@ def test_step_norms_of_the_layer_equal_explicit_jacobians(cell):
         for b in range(2):
             s_b = flat(state)[b]
             x_tb = x[t, b : b + 1]
-            jacobian = torch.func.jacrev(lambda s, x_tb=x_tb: flat(layer_cell.step(x_tb, unflat(s.unsqueeze(0)))).squeeze(0))(s_b)
+
+            def step(s, x_tb=x_tb):
+                return flat(layer_cell.step(x_tb, unflat(s.unsqueeze(0)))).squeeze(0)
+
+            jacobian = torch.func.jacrev(step)(s_b)
             rows.append(torch.linalg.matrix_norm(jacobian, 2))
         expected.append(torch.stack(rows))
         state = layer_cell.step(x[t], state)

@@ -13,9 +13,9 @@ import bptt
 from bptt import TrainConfig, train
 from bptt.cli import main
 from bptt.diagnostics import LossSpikeDetector, OscillationDetector
-from bptt.diagnostics.watch import load_capture
-from bptt.replay import replay
+from bptt.diagnostics.watching import load_capture
 from bptt.jsonio import read_jsonl
+from bptt.replay import replay
 
 
 def test_spike_detector_flags_a_jump_but_not_noise():
@@ -102,6 +102,39 @@ def test_products_are_measured_on_their_own_schedule(tmp_path):
     assert len(watcher.diagnoses[1]["layers"][0]["product_norms"]) == len(spans[1])
 
 
+def test_a_watch_restored_from_a_state_dict_flags_what_the_original_flags(tmp_path):
+    """A resumed run's watch, restored from a checkpoint, sees the next losses as the watch of a
+    run that never stopped: the same spike, oscillation and (capped) non-finite records."""
+    model = nn.LSTM(2, 4)
+    x = torch.zeros(5, 3, 2)
+    generator = torch.Generator().manual_seed(0)
+    swinging = (1.0 + 0.3 * (-1) ** torch.arange(110) + 0.05 * torch.randn(110, generator=generator)).tolist()
+    before, after = swinging[:60], swinging[60:]
+    before[30] = math.nan  # localised: the only one max_captures=1 allows
+    after[10:12] = [5.0, math.nan]
+
+    def make() -> bptt.Watch:
+        return bptt.Watch(model, every=0, loss_fn=lambda out, y: out[0][-1].sum(), max_captures=1)
+
+    def feed(watcher: bptt.Watch, losses: list[float], start: int) -> list[tuple]:
+        seen = len(watcher.anomalies)
+        for step, loss in enumerate(losses, start):
+            watcher.observe(step, loss, x, x, grad_norm=1.0)
+        return [(r["step"], r["kind"], r["message"]) for r in watcher.anomalies[seen:]]
+
+    original = make()
+    assert [kind for _, kind, _ in feed(original, before, 0)] == ["non-finite", "oscillation"]
+    torch.save(original.state_dict(), tmp_path / "watch.pt")
+    resumed = make()
+    resumed.load_state_dict(torch.load(tmp_path / "watch.pt", weights_only=True))
+    expected = feed(original, after, len(before))
+    assert [kind for _, kind, _ in expected] == ["loss-spike"]  # still oscillating: not flagged again
+    assert feed(resumed, after, len(before)) == expected
+    assert resumed.state_dict() == original.state_dict()
+    fresh = make()  # without the state: no spike (still warming up), one more non-finite step localised
+    assert [kind for _, kind, _ in feed(fresh, after, len(before))] == ["non-finite"]
+
+
 def test_watch_localises_a_non_finite_step_skips_it_and_captures_it(tmp_path):
     _, applied = user_loop(tmp_path, steps=4, every=0, poison_step=3)
     assert applied == [1, 2, 4]
@@ -123,7 +156,8 @@ def test_train_captures_a_non_finite_step_and_replay_reproduces_it(tmp_path, cap
     assert anomalies and all("capture" in a for a in anomalies)
     outcome = replay(anomalies[0]["capture"])
     assert outcome.reproduced
-    assert outcome.diagnosis.nonfinite.to_dict() | {"training_step": None} == anomalies[0]["report"] | {"training_step": None}
+    anywhen = {"training_step": None}
+    assert outcome.diagnosis.nonfinite.to_dict() | anywhen == anomalies[0]["report"] | anywhen
     assert main(["replay", anomalies[0]["capture"]]) == 0
     assert "reproduced: yes" in capsys.readouterr().out
     diagnosed = read_jsonl(tmp_path / "run" / "diagnostics.jsonl")
@@ -140,7 +174,9 @@ def test_cli_diagnose_run_dir_and_fresh_model(tmp_path, capsys):
     assert saved["layers"][0]["cell"] == "GRU" and len(saved["layers"][0]["profile"]) == 20
 
     target = tmp_path / "fresh.json"
-    code = main(["diagnose", "--task", "adding", "--cell", "irnn", "--length", "30", "--hidden", "16", "--out", str(target)])
+    code = main(
+        ["diagnose", "--task", "adding", "--cell", "irnn", "--length", "30", "--hidden", "16", "--out", str(target)]
+    )
     assert code == 0 and json.loads(target.read_text())["verdict"]["kind"] == "healthy"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import asdict, dataclass
+from typing import Any, Literal, NotRequired, TypedDict, final, get_args
 
 import torch
 from torch import Tensor
@@ -19,17 +20,53 @@ from bptt.cells import State, flatten_state
 from bptt.diagnostics.trace import TapedLayer
 
 __all__ = [
+    "ANOMALY_KINDS",
+    "TENSORS",
+    "AnomalyKind",
+    "AnomalyRecord",
     "LossSpikeDetector",
     "NonFiniteReport",
+    "NonFiniteTensor",
+    "NonFiniteValue",
     "OscillationDetector",
     "nonfinite_in_backward",
     "nonfinite_in_forward",
 ]
 
-TENSORS = ("activation", "loss", "hidden-state gradient", "parameter gradient")
+NonFiniteTensor = Literal["activation", "loss", "hidden-state gradient", "parameter gradient"]
 """Where a non-finite value can first appear, in the order they are computed."""
 
+TENSORS: tuple[NonFiniteTensor, ...] = get_args(NonFiniteTensor)
 
+NonFiniteValue = Literal["nan", "inf", "-inf"]
+"""Which non-finite value: NaN, or an infinity of either sign."""
+
+AnomalyKind = Literal["non-finite", "loss-spike", "oscillation"]
+"""What a watch flags at a training step."""
+
+ANOMALY_KINDS: tuple[AnomalyKind, ...] = get_args(AnomalyKind)
+
+
+@final
+class AnomalyRecord(TypedDict):
+    """An anomaly as a watch records it: one line of ``anomalies.jsonl``, and the ``anomaly``
+    of a capture.
+
+    ``report`` (a :meth:`NonFiniteReport.to_dict`) comes with a located ``"non-finite"``
+    step, ``loss`` and ``z`` (its robust z-score) with a ``"loss-spike"``, ``capture`` (the
+    path of the capture) when the step's batch and weights were captured.
+    """
+
+    step: int
+    kind: AnomalyKind
+    message: str
+    report: NotRequired[dict[str, Any]]
+    loss: NotRequired[float]
+    z: NotRequired[float]
+    capture: NotRequired[str]
+
+
+@final
 @dataclass
 class NonFiniteReport:
     """Where the first non-finite value appeared.
@@ -47,13 +84,13 @@ class NonFiniteReport:
         training_step: the training step, when known.
     """
 
-    tensor: str
+    tensor: NonFiniteTensor
     layer: str | None = None
     step: int | None = None
     sample: int | None = None
     gate: str | None = None
     parameter: str | None = None
-    value: str = "nan"
+    value: NonFiniteValue = "nan"
     training_step: int | None = None
 
     def to_dict(self) -> dict[str, object]:
@@ -120,6 +157,7 @@ def nonfinite_in_backward(
     return None
 
 
+@final
 class LossSpikeDetector:
     """Flags a loss far above the recent ones, by a robust z-score on a running window.
 
@@ -171,6 +209,7 @@ class LossSpikeDetector:
         self.history = deque(state["history"], maxlen=self.window)
 
 
+@final
 class OscillationDetector:
     """Flags a loss that swings up and down instead of decreasing.
 
@@ -225,7 +264,7 @@ def _row(state: State, sample: int) -> State:
     return state[sample : sample + 1].detach()
 
 
-def _kind(values: Tensor) -> str:
+def _kind(values: Tensor) -> NonFiniteValue:
     values = values.detach().flatten()
     if torch.isnan(values).any():
         return "nan"

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import Literal, final, get_args
 
-if TYPE_CHECKING:
-    from bptt.diagnostics.diagnosis import LayerDiagnosis
+from torch import Tensor
 
-__all__ = ["KINDS", "Verdict", "judge_layer", "overall_verdict"]
+from bptt.diagnostics.activity import SATURATED_SLOPE, Activity
 
-KINDS = ("non-finite", "exploding", "vanishing", "healthy")
+__all__ = ["KINDS", "Verdict", "VerdictKind", "judge_layer", "overall_verdict"]
+
+VerdictKind = Literal["non-finite", "exploding", "vanishing", "healthy"]
 """The verdicts, most severe first."""
+
+KINDS: tuple[VerdictKind, ...] = get_args(VerdictKind)
+"""The verdicts, most severe first, as a tuple."""
 
 SATURATED = 0.25
 """Fraction of saturated (or dead) units above which saturation is named as a cause."""
 
 
+@final
 @dataclass(frozen=True)
 class Verdict:
     """A verdict and the sentence that justifies it.
@@ -27,7 +33,7 @@ class Verdict:
         explanation: what was measured, in words, quoting the numbers.
     """
 
-    kind: str
+    kind: VerdictKind
     explanation: str
 
     def __post_init__(self) -> None:
@@ -38,21 +44,55 @@ class Verdict:
         return asdict(self)
 
 
-def judge_layer(layer: LayerDiagnosis, tolerance: float, farthest: int | None = None) -> Verdict:
+@final
+@dataclass(frozen=True)
+class Evidence:
+    """What a layer's verdict reads: the measurements of :func:`bptt.diagnose` on one layer.
+
+    Attributes:
+        steps: ``T``.
+        profile_by_distance: the profile against the distance from the loss step, loss step
+            first (many-to-one losses), else ``None``.
+        farthest: the longest distance any sample covers (its length minus 1).
+        horizon: the effective horizon (many-to-one losses), else ``None``.
+        decay_rate: the fitted per-step factor of the gradient going back.
+        spans: the spans of ``product_norms`` (empty when not measured).
+        product_norms: median :math:`\\sigma_{\\max}(J_T \\cdots J_{T-d+1})` per span.
+        lyapunov: the top Lyapunov exponents.
+        median_step_norm: median :math:`\\sigma_{\\max}(J_t)`.
+        recurrent_norm: :math:`\\|W_{hh}\\|_2`.
+        activity: saturation, dead units and gates.
+    """
+
+    steps: int
+    profile_by_distance: Tensor | None
+    farthest: int
+    horizon: int | None
+    decay_rate: float
+    spans: Sequence[int]
+    product_norms: Tensor
+    lyapunov: Tensor
+    median_step_norm: float
+    recurrent_norm: float
+    activity: Activity
+
+
+def judge_layer(evidence: Evidence, tolerance: float) -> Verdict:
     """Judge one layer from the gradient that reaches the farthest step.
 
     For a many-to-one loss the evidence is the measured profile: the gradient ``D`` steps
-    back from the loss relative to the gradient at the loss step, with ``D = farthest``,
-    the longest distance any sample covers (its length minus 1; default ``T - 1``). A
-    gradient that is exactly 0 there (e.g. every ReLU unit dead) is vanishing. For a
-    many-to-many loss, whose profile mixes every step's loss, it is the largest gain of
-    the Jacobian product over the longest span, :math:`\\sigma_{\\max}(J_T \\cdots J_{T-D+1})`
-    (or, without products, :math:`e^{\\lambda_1 D}`).
+    back from the loss relative to the gradient at the loss step, with ``D`` the longest
+    distance any sample covers (its length minus 1). A gradient that is exactly 0 there
+    (e.g. every ReLU unit dead) is vanishing. For a many-to-many loss, whose profile mixes
+    every step's loss, it is the largest gain of the Jacobian product over the longest
+    span, :math:`\\sigma_{\\max}(J_T \\cdots J_{T-D+1})` (or, without products,
+    :math:`e^{\\lambda_1 D}`, ``D = T - 1``).
     Below ``tolerance``: vanishing; above ``1 / tolerance``: exploding; else healthy.
     """
+    layer = evidence
     if layer.profile_by_distance is not None:
         reach = layer.profile_by_distance
-        distance = reach.numel() - 1 if farthest is None else farthest
+        distance = layer.farthest
         reference = float(reach[0])
         ratio = float(reach[distance]) / reference if reference > 0 else 0.0
         measured = f"the gradient from {distance} steps back is {_times(ratio)} the loss step's"
@@ -64,12 +104,13 @@ def judge_layer(layer: LayerDiagnosis, tolerance: float, farthest: int | None = 
             f"is {ratio:.2g}"
         )
     else:
-        distance = layer.step_norms.shape[0] - 1
+        distance = layer.steps - 1
         ratio = math.exp(float(layer.lyapunov[0]) * distance)
         measured = (
             f"the top Lyapunov exponent λ₁ = {float(layer.lyapunov[0]):+.3g} per step "
             f"compounds to {ratio:.2g} over {distance} steps"
         )
+    kind: VerdictKind
     if ratio > 1 / tolerance:
         kind = "exploding"
     elif ratio < tolerance or not math.isfinite(ratio):
@@ -100,7 +141,7 @@ def _times(ratio: float) -> str:
     return f"{ratio:.2g} of" if ratio < 1 else f"{ratio:.2g} times"
 
 
-def _trend(layer: LayerDiagnosis, kind: str) -> str:
+def _trend(layer: Evidence, kind: VerdictKind) -> str:
     rate = layer.decay_rate
     text = ""
     if layer.horizon is not None and kind == "vanishing":
@@ -113,33 +154,33 @@ def _trend(layer: LayerDiagnosis, kind: str) -> str:
     return text + (")" if text else "")
 
 
-def _jacobian(layer: LayerDiagnosis) -> str:
+def _jacobian(layer: Evidence) -> str:
     text = f"median σ_max(J_t) is {layer.median_step_norm:.2g}"
-    if layer.derivative_norm is not None:
+    if layer.activity.derivative_norm is not None:
         text += (
             f" (‖W_h‖₂ = {layer.recurrent_norm:.2g}, median ‖diag f′(z_t)‖ = "
-            f"{layer.derivative_norm:.2g})"
+            f"{layer.activity.derivative_norm:.2g})"
         )
     else:
         text += f" (‖W_hh‖₂ = {layer.recurrent_norm:.2g})"
     return text
 
 
-def _causes(layer: LayerDiagnosis, kind: str) -> list[str]:
+def _causes(layer: Evidence, kind: VerdictKind) -> list[str]:
     causes = []
-    relu = layer.dead_units is not None
-    if layer.saturation is not None and kind == "vanishing":
-        if relu and layer.dead_units >= SATURATED:
-            causes.append(f"because {_pct(layer.dead_units)} of ReLU units are dead")
-        elif not relu and layer.saturation >= SATURATED:
+    relu = layer.activity.dead_units is not None
+    if layer.activity.saturation is not None and kind == "vanishing":
+        if relu and layer.activity.dead_units >= SATURATED:
+            causes.append(f"because {_pct(layer.activity.dead_units)} of ReLU units are dead")
+        elif not relu and layer.activity.saturation >= SATURATED:
             causes.append(
-                f"because {_pct(layer.saturation)} of the units are saturated (f′ < 0.1)"
+                f"because {_pct(layer.activity.saturation)} of the units are saturated (f′ < {SATURATED_SLOPE:g})"
             )
         elif layer.recurrent_norm < 1:
             causes.append(f"because ‖W_h‖₂ = {layer.recurrent_norm:.2g} < 1 shrinks it every step")
     if relu and kind == "exploding":
         causes.append(
-            f"ReLU passes W_h through unchanged on the {_pct(1 - layer.saturation)} active units"
+            f"ReLU passes W_h through unchanged on the {_pct(1 - layer.activity.saturation)} active units"
         )
     if kind == "vanishing" and layer.median_step_norm >= 1 and layer.spans:
         causes.append(
@@ -147,13 +188,13 @@ def _causes(layer: LayerDiagnosis, kind: str) -> list[str]:
             f"over {layer.spans[-1]} steps has σ_max {float(layer.product_norms[-1]):.2g}: the "
             "directions one Jacobian stretches are not those the next passes on"
         )
-    if "forget" in layer.gates:
-        forget = layer.gates["forget"]
+    if "forget" in layer.activity.gates:
+        forget = layer.activity.gates["forget"]
         causes.append(
             f"mean forget gate {forget['mean']:.2f} ({_pct(forget['saturated'])} saturated)"
         )
-    if "update" in layer.gates:
-        update = layer.gates["update"]
+    if "update" in layer.activity.gates:
+        update = layer.activity.gates["update"]
         causes.append(
             f"mean update gate {update['mean']:.2f} ({_pct(update['saturated'])} saturated)"
         )

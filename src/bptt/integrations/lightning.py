@@ -75,8 +75,11 @@ from typing import Any, Literal, final
 import torch
 from torch import Tensor
 
+from bptt.diagnostics.anomalies import AnomalyRecord
 from bptt.diagnostics.diagnosis import ForwardFunction, LossFunction
-from bptt.diagnostics.watch import Watch, layer_scalars
+from bptt.diagnostics.records import DiagnosisRecord, layer_scalars
+from bptt.diagnostics.verdict import VerdictKind
+from bptt.diagnostics.watching import Watch
 from bptt.remedies.clipping import (
     AbstractClipper,
     ClipEvent,
@@ -102,7 +105,7 @@ __all__ = ["VERDICT_CODES", "BPTTCallback", "unpack_default"]
 Policy = Literal["skip", "warn", "raise"]
 UnpackBatch = Callable[[Any], tuple[Tensor, Tensor, Tensor | None]]
 
-VERDICT_CODES = {"vanishing": -1.0, "healthy": 0.0, "exploding": 1.0, "non-finite": 2.0}
+VERDICT_CODES: dict[VerdictKind, float] = {"vanishing": -1.0, "healthy": 0.0, "exploding": 1.0, "non-finite": 2.0}
 """The verdicts as the numbers logged for them (loggers of scalars take no words)."""
 
 
@@ -211,16 +214,17 @@ class BPTTCallback(pl.Callback):
         if forward is not None:
             self.diagnose_options["forward"] = forward
         self.watcher: Watch | None = None
+        self._watch_state: dict[str, Any] | None = None
         self._batch: Any = None
         self._loss: Tensor | None = None
 
     @property
-    def diagnoses(self) -> list[dict[str, Any]]:
-        """The records of the scheduled diagnoses (see :func:`bptt.diagnostics.watch.compact_record`)."""
+    def diagnoses(self) -> list[DiagnosisRecord]:
+        """The records of the scheduled diagnoses (see :class:`bptt.diagnostics.DiagnosisRecord`)."""
         return [] if self.watcher is None else self.watcher.diagnoses
 
     @property
-    def anomalies(self) -> list[dict[str, Any]]:
+    def anomalies(self) -> list[AnomalyRecord]:
         """The anomaly records: ``step``, ``kind``, ``message`` and details."""
         return [] if self.watcher is None else self.watcher.anomalies
 
@@ -250,6 +254,8 @@ class BPTTCallback(pl.Callback):
             spike_threshold=self.spike_threshold,
             diagnose_options=self.diagnose_options,
         )
+        if self._watch_state is not None:
+            self.watcher.load_state_dict(self._watch_state)
 
     def on_train_batch_start(
         self,
@@ -313,11 +319,19 @@ class BPTTCallback(pl.Callback):
             )
 
     def state_dict(self) -> dict[str, Any]:
-        return {} if self.clipper is None else {"clipper": self.clipper.state_dict()}
+        """The clipper's state and the watch's (its detectors' windows and counts), for checkpoints."""
+        state = {} if self.clipper is None else {"clipper": self.clipper.state_dict()}
+        if self.watcher is not None:
+            state["watch"] = self.watcher.state_dict()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.clipper is not None and "clipper" in state_dict:
             self.clipper.load_state_dict(state_dict["clipper"])
+        if "watch" in state_dict:  # before setup() made the watch: it restores it then
+            self._watch_state = state_dict["watch"]
+            if self.watcher is not None:
+                self.watcher.load_state_dict(self._watch_state)
 
     def _on_nonfinite(
         self, step: int, parameters: list[Tensor], location: str | None
@@ -353,7 +367,7 @@ class BPTTCallback(pl.Callback):
             metrics["bptt/grad_norm_clipped"] = clip.post_norm
         pl_module.log_dict(metrics, on_step=True, on_epoch=False)
 
-    def _log_diagnosis(self, trainer: pl.Trainer, record: dict[str, Any]) -> None:
+    def _log_diagnosis(self, trainer: pl.Trainer, record: DiagnosisRecord) -> None:
         metrics = {"bptt/verdict": VERDICT_CODES[record["verdict"]]}
         for layer in record["layers"]:
             scalars = {"verdict": VERDICT_CODES[layer["verdict"]]} | layer_scalars(layer)
@@ -369,7 +383,7 @@ class BPTTCallback(pl.Callback):
                     "bptt/profile", profile_lines(profiled), step
                 )
 
-    def _log_anomaly(self, trainer: pl.Trainer, record: dict[str, Any]) -> None:
+    def _log_anomaly(self, trainer: pl.Trainer, record: AnomalyRecord) -> None:
         step = record["step"]
         _log_metrics(trainer, {f"bptt/anomaly/{record['kind']}": 1.0}, step)
         for logger in _tensorboards(trainer):

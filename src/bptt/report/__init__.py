@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from bptt.config import TrainConfig
+from bptt.diagnostics.records import DiagnosisRecord
+from bptt.jsonio import read_jsonl
 from bptt.report import plots
 from bptt.report.html import Panel, write_report
-from bptt.jsonio import read_jsonl
 from bptt.rundir import RunDirectory
 from bptt.store import ResultStore
 from bptt.study import STORE, label
@@ -119,7 +120,7 @@ def study_panels(path: Path) -> tuple[list[Panel], str]:
               "task in at least one trial (0: at none of the lengths tried).",
               plots.longest_solved(rows, longest)),
     ]
-    profiles: dict[int, dict[str, dict]] = {}
+    profiles: dict[int, dict[str, DiagnosisRecord]] = {}
     for trial, config in zip(trials, configs, strict=True):
         diagnoses = _diagnoses(Path(trial.run_dir)) if trial.status == "finished" else []
         if diagnoses:
@@ -136,7 +137,7 @@ def study_panels(path: Path) -> tuple[list[Panel], str]:
     return panels, f"{len(trials)} trials of {task}; solved / finished per configuration and length:\n{table}"
 
 
-def _diagnoses(run_dir: Path) -> list[dict]:
+def _diagnoses(run_dir: Path) -> list[DiagnosisRecord]:
     """A run's scheduled diagnoses that have layers (a non-finite pass has none), in order."""
     path = run_dir / "diagnostics.jsonl"
     return [r for r in read_jsonl(path) if r.get("layers")] if path.exists() else []

@@ -17,8 +17,10 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from bptt.diagnostics.profile import relative_by_distance
+from bptt.diagnostics.records import DiagnosisRecord
 
 Record = dict[str, Any]
+"""A record of ``metrics.jsonl``."""
 
 
 def training_curves(metrics: Sequence[Record], metric_name: str) -> Figure:
@@ -64,7 +66,7 @@ def _mark_nonfinite(train: Sequence[Record], axes: Sequence[Any]) -> None:
                          label="non-finite step (skipped)" if index == 0 and axis is axes[0] else None)
 
 
-def profile_lines(diagnoses: Sequence[Record]) -> Figure:
+def profile_lines(diagnoses: Sequence[DiagnosisRecord]) -> Figure:
     """||dL/dh|| against the distance from the loss step, one line per scheduled diagnosis."""
     figure = Figure(figsize=(8, 4.5))
     axis = figure.subplots()
@@ -82,7 +84,7 @@ def profile_lines(diagnoses: Sequence[Record]) -> Figure:
     return figure
 
 
-def profile_heatmap(diagnoses: Sequence[Record]) -> Figure:
+def profile_heatmap(diagnoses: Sequence[DiagnosisRecord]) -> Figure:
     """The relative gradient profile over training steps (rows) and distance (columns)."""
     rows = [_relative_profile(record) for record in diagnoses]
     width = max(len(row) for row in rows)
@@ -104,7 +106,7 @@ def profile_heatmap(diagnoses: Sequence[Record]) -> Figure:
     return figure
 
 
-def step_norm_distribution(diagnoses: Sequence[Record]) -> Figure:
+def step_norm_distribution(diagnoses: Sequence[DiagnosisRecord]) -> Figure:
     """The distribution of per-step Jacobian spectral norms at each scheduled diagnosis."""
     figure = Figure(figsize=(8, 4.5))
     axis = figure.subplots()
@@ -127,7 +129,7 @@ def step_norm_distribution(diagnoses: Sequence[Record]) -> Figure:
     return figure
 
 
-def study_profiles(profiles: dict[int, dict[str, Record]]) -> Figure:
+def study_profiles(profiles: dict[int, dict[str, DiagnosisRecord]]) -> Figure:
     """Gradient profile against distance per configuration, one panel per length.
 
     Args:
@@ -150,7 +152,7 @@ def study_profiles(profiles: dict[int, dict[str, Record]]) -> Figure:
     return figure
 
 
-def spectra(record: Record) -> Figure:
+def spectra(record: DiagnosisRecord) -> Figure:
     """Norms of Jacobian products against span (when measured), and the Lyapunov spectrum."""
     layer = record["layers"][-1]
     with_products = bool(layer["spans"])
@@ -212,12 +214,12 @@ def longest_solved(rows: Sequence[str], longest: Sequence[int]) -> Figure:
     return figure
 
 
-def _relative_profile(record: Record) -> np.ndarray:
+def _relative_profile(record: DiagnosisRecord) -> np.ndarray:
     """The top layer's profile, loss step first: entry d is ||δ|| d steps back, relative."""
     return relative_by_distance(record["layers"][-1]["profile"]).numpy()
 
 
-def _spread(items: Sequence[Record], count: int) -> list[Record]:
+def _spread(items: Sequence[DiagnosisRecord], count: int) -> list[DiagnosisRecord]:
     if len(items) <= count:
         return list(items)
     return [items[round(i)] for i in np.linspace(0, len(items) - 1, count)]

@@ -14,7 +14,7 @@ from bptt.diagnostics.profile import relative_by_distance
 from bptt.jsonio import read_jsonl
 
 CONFIG = TrainConfig(task="adding", length=10, hidden=8, steps=12, batch=8, eval_every=6, eval_size=16,
-                     diagnose_every=6, clip_norm=0.5)
+                     diagnose_every=6, clip="norm:0.5")
 
 
 def events(run_dir):
@@ -47,7 +47,7 @@ def test_scalars_profiles_and_figures_match_the_run_directory(tmp_path):
 
 
 def test_anomalies_are_logged_as_text(tmp_path):
-    config = replace(CONFIG, optimizer="sgd", lr=1e30, momentum=0.0, clip_norm=None, steps=4, diagnose_every=0)
+    config = replace(CONFIG, optimizer="sgd", lr=1e30, momentum=0.0, clip=None, steps=4, diagnose_every=0)
     train(config, tmp_path / "run", progress=False, tensorboard=True)
     anomalies = read_jsonl(tmp_path / "run" / "anomalies.jsonl")
     assert anomalies and anomalies[0]["kind"] == "non-finite"

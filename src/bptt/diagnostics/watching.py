@@ -24,24 +24,32 @@ import io
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, final
 
 import torch
 from torch import Tensor, nn
 
 from bptt.diagnostics.anomalies import (
+    AnomalyKind,
+    AnomalyRecord,
     LossSpikeDetector,
     NonFiniteReport,
     OscillationDetector,
 )
-from bptt.diagnostics.diagnosis import Diagnosis, LossFunction, diagnose
+from bptt.diagnostics.diagnosis import LossFunction, diagnose
+from bptt.diagnostics.records import DiagnosisRecord, compact_record
+from bptt.gradients import global_grad_norm
 from bptt.jsonio import append_jsonl, atomic_write
 
-__all__ = ["Watch", "compact_record", "layer_scalars", "load_capture", "watch"]
+__all__ = ["Watch", "load_capture", "watch"]
 
 DIAGNOSTICS, ANOMALIES, CAPTURES = "diagnostics.jsonl", "anomalies.jsonl", "captures"
 
+RecordKind = Literal["diagnosis", "anomaly"]
+"""The first argument of a watch's ``on_record``."""
 
+
+@final
 class Watch:
     """Scheduled diagnostics and anomaly detection for one model's training.
 
@@ -62,12 +70,18 @@ class Watch:
         products_at: a schedule, ``step -> bool``: the scheduled diagnoses at the steps
             where it is true also measure the Jacobian products (e.g. only the last one);
             ``None``: never, unless ``diagnose_options`` says otherwise.
-        on_record: called as ``on_record("diagnosis" | "anomaly", record)`` with every
-            record as it is made (e.g. to mirror them to TensorBoard).
+        on_record: called as ``on_record("diagnosis", record)`` with every
+            :class:`~bptt.diagnostics.records.DiagnosisRecord` and ``on_record("anomaly",
+            record)`` with every :class:`~bptt.diagnostics.anomalies.AnomalyRecord`, as they
+            are made (e.g. to mirror them to TensorBoard).
 
     Attributes:
         diagnoses: the compact records of the scheduled diagnoses, in order.
         anomalies: the anomaly records, in order.
+
+    A resumed run restores what the watch has seen (the detectors' windows, the counts)
+    through :meth:`state_dict` and :meth:`load_state_dict`, so that it flags the same steps
+    as a run that never stopped.
     """
 
     def __init__(
@@ -82,7 +96,7 @@ class Watch:
         spike_threshold: float = 6.0,
         diagnose_options: dict[str, Any] | None = None,
         products_at: Callable[[int], bool] | None = None,
-        on_record: Callable[[str, dict[str, Any]], None] | None = None,
+        on_record: Callable[[RecordKind, DiagnosisRecord | AnomalyRecord], None] | None = None,
     ) -> None:
         if not isinstance(every, int) or every < 0:
             raise ValueError(f"every must be a non-negative integer (0 = never), got {every!r}")
@@ -100,8 +114,8 @@ class Watch:
         self.spikes = LossSpikeDetector(threshold=spike_threshold)
         self.oscillation = OscillationDetector()
         self.oscillating = False
-        self.diagnoses: list[dict[str, Any]] = []
-        self.anomalies: list[dict[str, Any]] = []
+        self.diagnoses: list[DiagnosisRecord] = []
+        self.anomalies: list[AnomalyRecord] = []
         self.captures = 0
         self.nonfinite_steps = 0
 
@@ -131,7 +145,7 @@ class Watch:
             ``True`` if the loss and the gradient are finite, so the update may be applied.
         """
         loss_value = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
-        norm = self._grad_norm() if grad_norm is None else grad_norm
+        norm = float(global_grad_norm(self.model.parameters())) if grad_norm is None else grad_norm
         finite = math.isfinite(loss_value) and math.isfinite(norm)
         batch = (inputs, targets, lengths)
         loss_fn = loss_fn or self.loss_fn
@@ -160,16 +174,36 @@ class Watch:
             if self.products_at is not None and self.products_at(step):
                 options = options | {"products": True}
             diagnosis = diagnose(self.model, inputs, targets, loss_fn, lengths=lengths, **options)
-            record = {"step": step, **compact_record(diagnosis)}
+            record = compact_record(step, diagnosis)
             self.diagnoses.append(record)
             self._write(DIAGNOSTICS, record)
             if self.on_record is not None:
                 self.on_record("diagnosis", record)
         return finite
 
-    def _grad_norm(self) -> float:
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+    def state_dict(self) -> dict[str, Any]:
+        """What the watch has seen that decides what it flags next: the loss windows of the
+        spike and oscillation detectors, whether the loss was oscillating, and how many
+        captures were written and non-finite steps localised (each capped by ``max_captures``).
+
+        The records themselves are in ``out``'s files (or :attr:`diagnoses` and
+        :attr:`anomalies`), not here.
+        """
+        return {
+            "spikes": self.spikes.state_dict(),
+            "oscillation": self.oscillation.state_dict(),
+            "oscillating": self.oscillating,
+            "captures": self.captures,
+            "nonfinite_steps": self.nonfinite_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, e.g. from a checkpoint."""
+        self.spikes.load_state_dict(state["spikes"])
+        self.oscillation.load_state_dict(state["oscillation"])
+        self.oscillating = bool(state["oscillating"])
+        self.captures = int(state["captures"])
+        self.nonfinite_steps = int(state["nonfinite_steps"])
 
     def _locate(self, batch: tuple, loss_fn: LossFunction | None) -> NonFiniteReport:
         """Where the non-finite value came from, by a diagnostic pass on the same batch."""
@@ -184,9 +218,9 @@ class Watch:
         return NonFiniteReport("loss")
 
     def _anomaly(
-        self, step: int, kind: str, message: str, batch: tuple | None, **details: Any
+        self, step: int, kind: AnomalyKind, message: str, batch: tuple | None, **details: Any
     ) -> None:
-        record = {"step": step, "kind": kind, "message": message, **details}
+        record = AnomalyRecord(step=step, kind=kind, message=message, **details)
         if batch is not None and self.out is not None and self.captures < self.max_captures:
             record["capture"] = str(self._capture(step, record, batch))
         self.anomalies.append(record)
@@ -194,7 +228,7 @@ class Watch:
         if self.on_record is not None:
             self.on_record("anomaly", record)
 
-    def _capture(self, step: int, record: dict[str, Any], batch: tuple) -> Path:
+    def _capture(self, step: int, record: AnomalyRecord, batch: tuple) -> Path:
         inputs, targets, lengths = batch
         folder = self.out / CAPTURES
         folder.mkdir(exist_ok=True)
@@ -215,7 +249,7 @@ class Watch:
         self.captures += 1
         return path
 
-    def _write(self, name: str, record: dict[str, Any]) -> None:
+    def _write(self, name: str, record: DiagnosisRecord | AnomalyRecord) -> None:
         if self.out is not None:
             append_jsonl(self.out / name, record)
 
@@ -224,60 +258,6 @@ class Watch:
 def watch(model: nn.Module, every: int = 50, **options: Any) -> Iterator[Watch]:
     """Watch ``model``'s training inside the block; see :class:`Watch` for the options."""
     yield Watch(model, every=every, **options)
-
-
-COMPACT_FIELDS = (
-    "name", "horizon", "decay_rate", "median_step_norm", "step_norm_quantiles", "lyapunov", "profile",
-    "spans", "product_norms", "gradient_by_distance", "saturation", "gates",
-)
-"""The per-layer fields of a diagnosis kept at every scheduled step."""
-
-
-def compact_record(diagnosis: Diagnosis) -> dict[str, Any]:
-    """The numbers of a diagnosis worth keeping at every scheduled step (JSON-ready)."""
-    full = diagnosis.to_dict()
-    layers = [
-        {key: layer[key] for key in COMPACT_FIELDS} | {"verdict": layer["verdict"]["kind"]}
-        for layer in full["layers"]
-    ]
-    return {
-        "loss": full["loss"],
-        "verdict": diagnosis.verdict.kind,
-        "explanation": diagnosis.verdict.explanation,
-        "layers": layers,
-    }
-
-
-def layer_scalars(layer: dict[str, Any]) -> dict[str, float]:
-    """One layer of a :func:`compact_record` as scalars for a metrics logger.
-
-    Returns:
-        ``horizon``, ``decay_rate``, ``spectral_norm_median`` (median σ_max(J_t)),
-        ``lyapunov_max``, ``saturation`` and ``profile_d<d>``: ``||δ||`` ``d`` steps before
-        the last step relative to the last step's, for d = 1, 2, 4, ..., T - 1. Values that
-        are ``None`` (not measured, or not finite) are left out.
-    """
-    values = {
-        "horizon": layer["horizon"],
-        "decay_rate": layer["decay_rate"],
-        "spectral_norm_median": layer["median_step_norm"],
-        "lyapunov_max": layer["lyapunov"][0] if layer["lyapunov"] else None,
-        "saturation": layer["saturation"],
-    }
-    profile = layer["profile"]  # ||δ_k|| for k = 0..T-1; None where not finite
-    if profile and profile[-1]:
-        for d in _profile_distances(len(profile)):
-            if profile[-1 - d] is not None:
-                values[f"profile_d{d}"] = profile[-1 - d] / profile[-1]
-    return {key: float(value) for key, value in values.items() if value is not None}
-
-
-def _profile_distances(steps: int) -> list[int]:
-    """Where the profile is logged: d = 1, 2, 4, ... below ``steps - 1``, then ``steps - 1``."""
-    if steps < 2:
-        return []
-    longest = steps - 1
-    return [2**i for i in range(longest.bit_length()) if 2**i < longest] + [longest]
 
 
 def load_capture(path: str | Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ What is logged, against the training step:
   ``train/clipped`` (0 or 1), ``train/lr``, ``train/skipped_nonfinite`` (0 or 1);
 - ``validation/<metric>`` at every evaluation;
 - at every scheduled diagnosis, per recurrent layer ``L``, ``diagnosis/L/KEY`` for the
-  scalars of :func:`bptt.diagnostics.watch.layer_scalars` (horizon, decay rate, median
+  scalars of :func:`bptt.diagnostics.records.layer_scalars` (horizon, decay rate, median
   σ_max(J_t), λ₁, saturation, and the gradient profile relative to the loss step at
   distances 1, 2, 4, ..., T - 1 as ``profile_d<d>``, the names the Lightning callback
   logs), and the whole profile as a figure ``profile/L`` (the Images tab; one per
@@ -23,19 +23,22 @@ What is logged, against the training step:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from bptt.diagnostics.anomalies import AnomalyRecord
 from bptt.diagnostics.profile import relative_by_distance
-from bptt.diagnostics.watch import layer_scalars
+from bptt.diagnostics.records import DiagnosisRecord, layer_scalars
+from bptt.diagnostics.watching import RecordKind
 
 __all__ = ["TensorBoardLog"]
 
 _TRAIN_SCALARS = ("loss", "grad_norm", "clip_threshold", "clipped", "lr", "skipped_nonfinite")
 
 
+@final
 class TensorBoardLog:
     """Writes a run's records as TensorBoard events.
 
@@ -69,12 +72,21 @@ class TensorBoardLog:
             if value is not None:
                 self.writer.add_scalar(f"{split}/{name}", float(value), step)
 
-    def watch_record(self, kind: str, record: dict[str, Any]) -> None:
+    def watch_record(self, kind: RecordKind, record: DiagnosisRecord | AnomalyRecord) -> None:
         """Log one record of the watch: ``kind`` is ``"diagnosis"`` or ``"anomaly"``."""
-        step = record["step"]
         if kind == "anomaly":
-            self.writer.add_text("anomalies", f"step {step}, {record['kind']}: {record['message']}", step)
-            return
+            self.anomaly(record)
+        else:
+            self.diagnosis(record)
+
+    def anomaly(self, record: AnomalyRecord) -> None:
+        """Log an anomaly as text."""
+        step = record["step"]
+        self.writer.add_text("anomalies", f"step {step}, {record['kind']}: {record['message']}", step)
+
+    def diagnosis(self, record: DiagnosisRecord) -> None:
+        """Log a diagnosis: each layer's scalars, and its profile as a figure."""
+        step = record["step"]
         for layer in record["layers"]:
             name = layer["name"]
             for key, value in layer_scalars(layer).items():
