@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from bptt import training
 from bptt._registry import unknown_name_message
 from bptt.cells import CELLS
 from bptt.config import TrainConfig
@@ -303,12 +304,10 @@ def execute_trial(config: dict[str, Any], run_dir: str) -> tuple[bool, dict[str,
     Returns:
         ``(True, summary)`` (see :func:`trial_summary`) or ``(False, traceback)``.
     """
-    from bptt.training import train  # here: a spawned worker imports what it runs
-
     torch.set_num_threads(1)
     started = time.perf_counter()
     try:
-        result = train(TrainConfig.from_dict(config), run_dir, overwrite=True, progress=False)
+        result = training.train(TrainConfig.from_dict(config), run_dir, overwrite=True, progress=False)
     except Exception:  # noqa: BLE001 - recorded in the store; the study goes on with the others
         return False, traceback.format_exc(limit=8)
     return True, trial_summary(result.run_dir, time.perf_counter() - started)
