@@ -89,7 +89,7 @@ def check_agreement(
         with torch.no_grad():
             results[name] = [forward(x, h0), *(p.grad.clone() for p in rnn.parameters())]
     for name, tensors in results.items():
-        for actual, expected in zip(tensors, results["fused"]):
+        for actual, expected in zip(tensors, results["fused"], strict=True):
             torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4, msg=name)
 
 
@@ -134,7 +134,7 @@ def bench_shape(
     medians = {name: statistics.median(values) for name, values in times.items()}
 
     def paired_ratio(numerator: str, denominator: str) -> float:
-        return statistics.median(a / b for a, b in zip(times[numerator], times[denominator]))
+        return statistics.median(a / b for a, b in zip(times[numerator], times[denominator], strict=True))
 
     return {
         "T": steps,

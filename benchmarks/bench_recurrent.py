@@ -69,7 +69,7 @@ def bench(cell: str, steps: int, hidden: int, device: torch.device, warmup: int,
             times[name].append(time_step(partial(training_step, variants[name], x, target), device))
 
     def ratio(numerator: str) -> float:
-        return statistics.median(a / b for a, b in zip(times[numerator], times["torch"]))
+        return statistics.median(a / b for a, b in zip(times[numerator], times["torch"], strict=True))
 
     return {
         "cell": cell, "T": steps, "H": hidden, "B": BATCH, "I": INPUT_SIZE, "reps": reps,
@@ -86,7 +86,10 @@ def main() -> None:
     device = torch.device(args.device)
     warmup, reps = (1, 3) if args.quick else (2, 11)
     print(f"one training step, float32, B={BATCH}, I={INPUT_SIZE}, device={device}, median of {reps} reps")
-    print(f"{'cell':9} {'T':>4} {'H':>4} | {'torch':>8} {'fused':>8} {'unrolled':>9} ms | {'fused/torch':>11} {'unrolled/torch':>14}")
+    print(
+        f"{'cell':9} {'T':>4} {'H':>4} | {'torch':>8} {'fused':>8} {'unrolled':>9} ms | "
+        f"{'fused/torch':>11} {'unrolled/torch':>14}"
+    )
     rows = []
     for cell, steps, hidden in itertools.product(CELLS, STEPS, HIDDEN):
         row = bench(cell, steps, hidden, device, warmup, reps)

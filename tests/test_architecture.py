@@ -15,6 +15,8 @@ The layers, bottom up (a module may import its own layer and the layers below, e
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -176,9 +178,43 @@ def test_no_submodule_shadowed(package: Path):
     assert not shadowed, f"{package.relative_to(SOURCE)}/__init__.py rebinds submodule names: {shadowed}"
 
 
+def classes() -> list[type]:
+    """Every class defined in the package (modules imported, ``__main__`` left out)."""
+    found = []
+    for name in sorted(modules()):
+        if name.endswith("__main__"):
+            continue
+        module = importlib.import_module(name)
+        found += [c for c in vars(module).values() if inspect.isclass(c) and c.__module__ == name]
+    return found
+
+
+def is_abstract(cls: type) -> bool:
+    """Abstract methods left to implement, or a base named ``Abstract*`` that only its
+    subclasses complete (with class attributes such as a task's ``name``)."""
+    return inspect.isabstract(cls) or cls.__name__.startswith("Abstract")
+
+
+def test_every_class_is_abstract_or_final():
+    """Share code through functions, composition or abstract bases; never by subclassing a
+    concrete class."""
+    found = classes()
+    neither = [
+        f"{c.__module__}.{c.__qualname__}" for c in found if not (is_abstract(c) or getattr(c, "__final__", False))
+    ]
+    assert not neither, f"decorate with typing.final or make abstract: {neither}"
+    concrete_bases = [
+        f"{c.__module__}.{c.__qualname__}({base.__qualname__})"
+        for c in found
+        for base in c.__mro__[1:]
+        if base.__module__.startswith("bptt") and not is_abstract(base)
+    ]
+    assert not concrete_bases, f"classes that subclass a concrete bptt class: {concrete_bases}"
+
+
 def test_the_checks_can_fail(tmp_path):
     """The layer rule on a made-up upward import, and the cycle search on a made-up cycle."""
-    assert layer_of("bptt.recurrent") == "core" and layer_of("bptt.diagnostics.watch") == "diagnostics"
+    assert layer_of("bptt.recurrent") == "core" and layer_of("bptt.diagnostics.watching") == "diagnostics"
     assert LAYERS[layer_of("bptt.diagnostics.x")][0] > LAYERS[layer_of("bptt.cells.base")][0]
     module = tmp_path / "bptt" / "cells" / "x.py"
     module.parent.mkdir(parents=True)

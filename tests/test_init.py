@@ -65,7 +65,7 @@ def test_torch_orthogonal_on_stacked_gates_is_not_orthogonal_per_gate() -> None:
     torch.testing.assert_close(reference.T @ reference, torch.eye(H, dtype=torch.float64))
     ours = orthogonal_(torch.empty(4 * H, H, dtype=torch.float64), num_gates=4)
     eye = torch.eye(H, dtype=torch.float64)
-    for theirs_block, our_block in zip(gate_blocks(reference, 4), gate_blocks(ours, 4)):
+    for theirs_block, our_block in zip(gate_blocks(reference, 4), gate_blocks(ours, 4), strict=True):
         assert (theirs_block.T @ theirs_block - eye).abs().max() > 0.3
         assert_orthogonal(our_block)
     # Stacked, our Gram matrix is G * I, not I: ours is not one orthogonal block.
@@ -464,7 +464,7 @@ def test_orthogonal_scheme_covers_reverse_directions_and_cells() -> None:
             assert_orthogonal(block)
     cells = nn.ModuleList([nn.LSTMCell(3, H), GRUCell(H, H)]).double()
     init_recurrent_(cells, "orthogonal")
-    for cell, num_gates in zip(cells, (4, 3)):
+    for cell, num_gates in zip(cells, (4, 3), strict=True):
         for block in gate_blocks(cell.weight_hh, num_gates):
             assert_orthogonal(block)
 

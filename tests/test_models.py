@@ -44,7 +44,7 @@ def test_many_to_one_model_ignores_padding_in_loss_and_gradients():
 
     (loss_a, grads_a), (loss_b, grads_b) = loss_and_grads(tokens), loss_and_grads(noisy)
     torch.testing.assert_close(loss_a, loss_b, atol=1e-12, rtol=0)
-    for a, b in zip(grads_a, grads_b):
+    for a, b in zip(grads_a, grads_b, strict=True):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 

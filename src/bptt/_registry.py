@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, final
 
 T = TypeVar("T")
 
 
+@final
 class Registry(Generic[T]):
     """A mapping from names to objects of one kind (cells, tasks, initialisers).
 

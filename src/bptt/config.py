@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, final
 
 from bptt._registry import unknown_name_message
 from bptt.cells import cell_spec
@@ -19,6 +19,7 @@ SCHEDULES = ("constant", "cosine")
 NONFINITE_POLICIES = ("skip", "rollback")
 
 
+@final
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run.

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, final
 
 import torch
 
@@ -63,6 +63,7 @@ GRADIENT_SAMPLE = 32
 """Batches whose gradient norm a fresh model's examination measures (no update is made)."""
 
 
+@final
 @dataclass(frozen=True)
 class Examination:
     """What the doctor looked at.
@@ -81,6 +82,7 @@ class Examination:
     nonfinite_fraction: float
 
 
+@final
 @dataclass(frozen=True)
 class Cure:
     """One remedy: what to change in the config, and why.
@@ -99,6 +101,7 @@ class Cure:
         return dataclasses.replace(config, **self.changes)
 
 
+@final
 @dataclass(frozen=True)
 class Trial:
     """One arm of the A/B test.
@@ -133,6 +136,7 @@ class Trial:
         }
 
 
+@final
 @dataclass(frozen=True)
 class Recommendation:
     """The doctor's conclusion from the trials.
@@ -516,6 +520,7 @@ def format_trials(trials: Sequence[Trial]) -> str:
 # -- all together ----------------------------------------------------------------------------
 
 
+@final
 @dataclass
 class DoctorReport:
     """Everything :func:`doctor` found, ready for JSON."""

@@ -7,6 +7,7 @@ backward pass, the diagnostics read it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import final
 
 import torch
 from torch import Tensor
@@ -34,6 +35,7 @@ def sum_by_distance(values: Tensor, lengths: Tensor) -> Tensor:
     return torch.where(index >= 0, gathered, 0.0).sum(1)
 
 
+@final
 @dataclass
 class GradientProfile:
     r"""Norms of the total derivative :math:`\delta_k = \partial L / \partial h_k`, per layer.

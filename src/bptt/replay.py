@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, final
 
 from torch import nn
 
@@ -19,6 +19,7 @@ from bptt.tasks import Batch
 __all__ = ["Replay", "replay"]
 
 
+@final
 @dataclass
 class Replay:
     """The outcome of :func:`replay`.

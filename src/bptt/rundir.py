@@ -27,10 +27,12 @@ CHECKPOINT_KEYS = frozenset({"step", "model", "optimizer", "scheduler", "rng", "
 """What every checkpoint holds; the training loop adds the state of every other stateful part."""
 
 
+@final
 class RunDirectoryError(ValueError):
     """A run directory cannot be created, resumed or read as asked."""
 
 
+@final
 class TrainedModel(NamedTuple):
     """A run's model with its checkpoint's weights, as :meth:`RunDirectory.load_model` returns it.
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, final
 
 from bptt.jsonio import from_json, to_json
 
@@ -74,10 +74,12 @@ _INHERITED: list[sqlite3.Connection] = []
 """Connections inherited through ``fork``: kept alive, never used or closed in the child."""
 
 
+@final
 class StoreError(RuntimeError):
     """A results store cannot be opened, or a trial cannot change state as asked."""
 
 
+@final
 @dataclass(frozen=True)
 class TrialRecord:
     """One row of the store.
@@ -153,6 +155,7 @@ def _check_header(path: Path) -> None:
         )
 
 
+@final
 class ResultStore:
     """The SQLite file of a study, safe to use from several processes at once.
 

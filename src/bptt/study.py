@@ -21,7 +21,7 @@ import tomllib
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, final
 
 import torch
 from tqdm import tqdm
@@ -61,6 +61,7 @@ def clipping(spec: str) -> dict[str, Any]:
     return {} if spec == "none" else {"clip": spec}
 
 
+@final
 @dataclasses.dataclass(frozen=True)
 class StudySpec:
     """A grid: every configuration x clip x length x seed, with the same budget.
@@ -136,6 +137,7 @@ def label(config: TrainConfig) -> str:
     return f"{name} clip {config.clip or 'none'}"
 
 
+@final
 @dataclasses.dataclass(frozen=True)
 class StudyResult:
     """The store's trials after a study ran, and how many ran this time."""

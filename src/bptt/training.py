@@ -80,6 +80,7 @@ class CarriedState:
         self.state = state["carried"]
 
 
+@final
 @dataclass(frozen=True)
 class RunResult:
     """The outcome of :func:`train`.

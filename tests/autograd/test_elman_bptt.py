@@ -123,7 +123,7 @@ def grads(loss: Tensor, args: tuple[Tensor | None, ...]) -> list[Tensor]:
 
 def assert_all_close(actual: list[Tensor], expected: list[Tensor], atol: float = 1e-10) -> None:
     assert len(actual) == len(expected)
-    for a, e in zip(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, atol=atol, rtol=0)
 
 
@@ -175,7 +175,7 @@ def test_matches_torch_rnn(nonlinearity: str) -> None:
     rnn = nn.RNN(I, H, nonlinearity=nonlinearity, dtype=torch.float64)
     torch_params = [rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0]
     with torch.no_grad():
-        for param, value in zip(torch_params, args[2:]):
+        for param, value in zip(torch_params, args[2:], strict=True):
             param.copy_(value)
     out, h_n = elman_bptt(*args, nonlinearity)
     ref_out, ref_h_n = rnn(x, h0.unsqueeze(0))
@@ -327,7 +327,7 @@ def test_padding_changes_nothing(nonlinearity: str) -> None:
         torch.testing.assert_close(grad_x[:, b], alone_x[:, b], atol=1e-10, rtol=0)
         assert torch.equal(grad_x[length:, b], torch.zeros_like(grad_x[length:, b]))
         torch.testing.assert_close(grad_h0[b], alone_h0[b], atol=1e-10, rtol=0)
-        expected_params = [e + a for e, a in zip(expected_params, alone_params)]
+        expected_params = [e + a for e, a in zip(expected_params, alone_params, strict=True)]
     assert_all_close(grad_params, expected_params)
 
 

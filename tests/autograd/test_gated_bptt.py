@@ -62,7 +62,7 @@ def recurrent_unrolled(
 ) -> tuple[Tensor, list[Tensor], Tensor | None]:
     """``(output, finals, profile)`` of bptt.Recurrent's unrolled loop, run on ``args``."""
     x, *states = args[: 3 if cell == "lstm" else 2]
-    weights = dict(zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), args[len(states) + 1 :]))
+    weights = dict(zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), args[len(states) + 1 :], strict=True))
     if weights["bias_ih"] is None:
         cell_class = {"lstm": LSTMCell, "gru": GRUCell}[cell]
         model = Recurrent([cell_class(x.shape[-1], states[0].shape[-1], bias=False)])
@@ -116,7 +116,7 @@ def torch_module(
     module = {"lstm": nn.LSTM, "gru": nn.GRU}[cell](x.shape[-1], H, dtype=x.dtype)
     params = [module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0, module.bias_hh_l0]
     with torch.no_grad():
-        for param, value in zip(params, args[len(states) + 1 :]):
+        for param, value in zip(params, args[len(states) + 1 :], strict=True):
             param.copy_(value)
     hx = tuple(s.unsqueeze(0) for s in states) if cell == "lstm" else states[0].unsqueeze(0)
     sequence = (
@@ -152,7 +152,7 @@ def loss_weights(out: Tensor, count: int) -> tuple[Tensor, list[Tensor]]:
 
 def many_to_many(out: Tensor, finals: list[Tensor]) -> Tensor:
     on_out, on_finals = loss_weights(out, len(finals))
-    return (on_out * out).sum() + sum((w * f).sum() for w, f in zip(on_finals, finals))
+    return (on_out * out).sum() + sum((w * f).sum() for w, f in zip(on_finals, finals, strict=True))
 
 
 LOSSES: dict[str, Callable[[Tensor, list[Tensor]], Tensor]] = {
@@ -169,7 +169,7 @@ def grads(loss: Tensor, tensors: Args) -> list[Tensor]:
 
 def assert_all_close(actual: list[Tensor], expected: list[Tensor], atol: float = 1e-10) -> None:
     assert len(actual) == len(expected)
-    for a, e in zip(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, atol=atol, rtol=0)
 
 
@@ -186,7 +186,7 @@ def test_gradcheck(cell: str, masked: bool, bias: bool) -> None:
 
     def run(*leaves: Tensor) -> tuple[Tensor, ...]:
         full: list[Tensor | None] = [None] * len(args)
-        for k, leaf in zip(slots, leaves):
+        for k, leaf in zip(slots, leaves, strict=True):
             full[k] = leaf
         out, finals = explicit(cell, tuple(full), mask=mask, on_profile=lambda norms: None)
         return out, *finals
@@ -263,7 +263,7 @@ NAMES = {
 )
 def test_gradients_only_for_what_requires_them(cell: str, wanted: tuple[str, ...]) -> None:
     args = tuple(
-        a if name in wanted else a.detach() for name, a in zip(NAMES[cell], make_args(cell))
+        a if name in wanted else a.detach() for name, a in zip(NAMES[cell], make_args(cell), strict=True)
     )
     leaves = tuple(a for a in args if a.requires_grad)
     mask = length_mask(LENGTHS)
@@ -398,7 +398,7 @@ def test_padding_changes_nothing(cell: str) -> None:
     args = (x, *args[1:])
     out, finals = explicit(cell, args, mask=length_mask(LENGTHS))
     on_out, on_finals = loss_weights(out, len(finals))
-    loss = (on_out * out).sum() + sum((w * f).sum() for w, f in zip(on_finals, finals))
+    loss = (on_out * out).sum() + sum((w * f).sum() for w, f in zip(on_finals, finals, strict=True))
     grad_x, *grad_rest = grads(loss, args)
     count = len(finals)
     expected_params = [torch.zeros_like(p) for p in args[1 + count :]]
@@ -414,12 +414,12 @@ def test_padding_changes_nothing(cell: str) -> None:
         assert_all_close([f[b] for f in finals], [f[0] for f in alone_finals], atol=1e-12)
 
         alone_loss = (on_out[:length, b] * alone_out[:, 0]).sum()
-        alone_loss = alone_loss + sum((w[b] * f[0]).sum() for w, f in zip(on_finals, alone_finals))
+        alone_loss = alone_loss + sum((w[b] * f[0]).sum() for w, f in zip(on_finals, alone_finals, strict=True))
         alone_x, *alone_rest = grads(alone_loss, args)
         torch.testing.assert_close(grad_x[:, b], alone_x[:, b], atol=1e-10, rtol=0)
         assert torch.equal(grad_x[length:, b], torch.zeros_like(grad_x[length:, b]))
         assert_all_close([g[b] for g in grad_rest[:count]], [g[b] for g in alone_rest[:count]])
-        expected_params = [e + a for e, a in zip(expected_params, alone_rest[count:])]
+        expected_params = [e + a for e, a in zip(expected_params, alone_rest[count:], strict=True)]
     assert_all_close(grad_rest[count:], expected_params)
 
 

@@ -35,7 +35,7 @@ def test_mnist_has_the_documented_splits(mnist: dict[str, tuple[Tensor, Tensor]]
         n = MNIST_SPLITS[split]
         assert images.shape == (n, 784) and images.dtype == torch.float32
         assert labels.shape == (n,) and labels.dtype == torch.int64
-        assert 0 <= images.min() and images.max() <= 1 and images.max() > 0.99
+        assert images.min() >= 0 and images.max() <= 1 and images.max() > 0.99
         counts = torch.bincount(labels, minlength=10)
         assert counts.shape == (10,) and (counts > 0.08 * n).all() and (counts < 0.12 * n).all()
     # The classic files start with a 5 (training) and a 7 (test): the splits are in order.

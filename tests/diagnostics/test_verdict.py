@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import final
 
 import pytest
 import torch
 
 from bptt import Recurrent, diagnose
-from bptt.cells import ElmanCell
+from bptt.cells import AbstractElmanCell, ElmanCell
 from bptt.init import init_recurrent_, orthogonal_
 from bptt.tasks import get_task
 
@@ -66,14 +67,19 @@ def test_irnn_and_orthogonal_initialisation_are_healthy(cell, scheme):
     assert abs(float(diagnosis.layers[0].lyapunov[0])) < 0.1
 
 
-class NaNAtStep(ElmanCell):
-    """An Elman cell whose pre-activation turns NaN for sample 2 at one step of the unroll (when armed)."""
+@final
+class NaNAtStep(AbstractElmanCell):
+    """A tanh Elman cell whose pre-activation turns NaN for sample 2 at one step of the unroll (when armed)."""
 
     armed_step: int | None = None
 
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__(input_size, hidden_size, "tanh")
+        self.calls = 0
+
     def pointwise(self, input_part, recurrent_part, state):
-        self.calls = getattr(self, "calls", 0) + 1
-        return super().pointwise(input_part, recurrent_part, state)
+        self.calls += 1
+        return self.activate(input_part, recurrent_part, state)
 
     def gate_values(self, input_part, recurrent_part, state):
         gates = super().gate_values(input_part, recurrent_part, state)

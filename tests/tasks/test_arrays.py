@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bptt.builders import build_model
 from bptt.config import TrainConfig
 from bptt.tasks import TASKS, ArrayTask, Batch, get_task, load_arrays
-from bptt.builders import build_model
 
 N, T, FEATURES = 40, 6, 3
 

@@ -159,7 +159,7 @@ def test_mnist_sampling_is_seeded_and_draws_from_training(mnist) -> None:
 
 def rows(pixels: Tensor | np.ndarray, labels: Tensor | np.ndarray) -> Counter:
     return Counter(
-        (tuple(np.asarray(p).round(6).tolist()), int(label)) for p, label in zip(pixels, labels)
+        (tuple(np.asarray(p).round(6).tolist()), int(label)) for p, label in zip(pixels, labels, strict=True)
     )
 
 
@@ -194,7 +194,8 @@ def test_digits_rows_and_bad_lengths() -> None:
     by_row = DigitsTask(8).test_set()
     assert by_row.inputs.shape == (179, 8, 8)
     torch.testing.assert_close(by_row.inputs, pixels.view(179, 8, 8), rtol=0, atol=0)
-    with pytest.raises(ValueError, match=re.escape("must divide the 64 pixels, got 5; pass one of [1, 2, 4, 8, 16, 32, 64]")):
+    message = "must divide the 64 pixels, got 5; pass one of [1, 2, 4, 8, 16, 32, 64]"
+    with pytest.raises(ValueError, match=re.escape(message)):
         DigitsTask(5)
     with pytest.raises(ValueError, match="length must be a positive integer"):
         DigitsTask(0)

@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bptt.builders import build_model
 from bptt.config import TrainConfig
 from bptt.data import UNK_ID
 from bptt.tasks import AbstractStreamTask, Batch, CharLMTask
-from bptt.builders import build_model
 
 TRAIN, VALIDATION, TEST = 103, 31, 17
 VOCAB = 200
@@ -34,7 +34,7 @@ class PositionStream(AbstractStreamTask):
         offsets = (0, 100, 150)
         streams = {
             split: (offset + torch.arange(size)) % VOCAB
-            for split, offset, size in zip(("train", "validation", "test"), offsets, sizes)
+            for split, offset, size in zip(("train", "validation", "test"), offsets, sizes, strict=True)
         }
         super().__init__(length, streams, VOCAB, embedding=4)
 
@@ -110,7 +110,7 @@ def test_too_large_a_batch_or_length_for_the_stream_is_refused() -> None:
 
 @pytest.mark.parametrize("split", ["train", "validation", "test"])
 def test_a_split_shorter_than_length_plus_one_is_refused(split: str) -> None:
-    sizes = dict(zip(("train", "validation", "test"), (TRAIN, VALIDATION, TEST)))
+    sizes = dict(zip(("train", "validation", "test"), (TRAIN, VALIDATION, TEST), strict=True))
     sizes[split] = 6
     with pytest.raises(ValueError, match=f"the {split} split holds 6 tokens, fewer than length \\+ 1 = 7"):
         PositionStream(6, tuple(sizes.values()))
@@ -246,7 +246,11 @@ def test_charlm_splits_the_text_90_5_5_in_order(tmp_path: Path) -> None:
     task = CharLMTask(8, data=write_text(tmp_path, SAMPLE_TEXT))
     n = len(SAMPLE_TEXT)
     cuts = int(0.9 * n), int(0.95 * n)
-    expected = {"train": SAMPLE_TEXT[: cuts[0]], "validation": SAMPLE_TEXT[cuts[0] : cuts[1]], "test": SAMPLE_TEXT[cuts[1] :]}
+    expected = {
+        "train": SAMPLE_TEXT[: cuts[0]],
+        "validation": SAMPLE_TEXT[cuts[0] : cuts[1]],
+        "test": SAMPLE_TEXT[cuts[1] :],
+    }
     for split, text in expected.items():
         assert task.tokenizer.decode(task.streams[split]) == text
     assert task.tokenizer.tokens[2:] == sorted(set(expected["train"]))
@@ -294,5 +298,5 @@ def test_carrying_the_state_over_chunks_equals_one_pass_over_the_stream(tmp_path
         whole = model(torch.cat([chunk.inputs for chunk in chunks], dim=1))
     torch.testing.assert_close(carried, whole, rtol=0, atol=1e-12)
     targets = torch.cat([chunk.targets for chunk in chunks], dim=1)
-    scored = sum(task.loss(p, c) * c.targets.numel() for p, c in zip(pieces, chunks)) / targets.numel()
+    scored = sum(task.loss(p, c) * c.targets.numel() for p, c in zip(pieces, chunks, strict=True)) / targets.numel()
     torch.testing.assert_close(scored, F.cross_entropy(whole.flatten(0, 1), targets.flatten()))

@@ -78,12 +78,12 @@ def test_batch_agrees_with_the_declared_sizes(name):
     else:
         assert task.input_size == task.vocab_size
         assert batch.inputs.dtype == torch.long
-        assert 0 <= batch.inputs.min() and batch.inputs.max() < task.vocab_size
+        assert batch.inputs.min() >= 0 and batch.inputs.max() < task.vocab_size
     steps = batch.inputs.shape[1]
     if task.many_to_many:
         assert batch.targets.shape == (8, steps)
     if task.metric_name != "mse":
-        assert 0 <= batch.targets.min() and batch.targets.max() < task.num_outputs
+        assert batch.targets.min() >= 0 and batch.targets.max() < task.num_outputs
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -178,7 +178,7 @@ def test_batch_to_moves_data_and_keeps_lengths_on_the_cpu():
 def test_registry_knows_every_task_by_name():
     real_data = ["arrays", "charlm", "digits", "pmnist", "sentiment", "smnist"]
     assert TASKS.names() == sorted(NAMES + real_data)
-    for name, cls in zip(NAMES, (AddingTask, CopyTask, TemporalOrderTask, AgreementTask)):
+    for name, cls in zip(NAMES, (AddingTask, CopyTask, TemporalOrderTask, AgreementTask), strict=True):
         task = get_task(name, 30)
         assert type(task) is cls and task.name == name and task.length == 30
 
@@ -276,7 +276,7 @@ def test_temporal_order_label_matches_the_relevant_symbols():
     assert np.isin(symbols[:, 1:-1], ["a", "b", "c", "d", "X", "Y"]).all()
     classes = ["XX", "XY", "YX", "YY"]
     t1_seen, t2_seen = set(), set()
-    for row, label in zip(symbols, batch.targets.tolist()):
+    for row, label in zip(symbols, batch.targets.tolist(), strict=True):
         (positions,) = np.nonzero(np.isin(row, ["X", "Y"]))
         assert len(positions) == 2
         t1, t2 = positions.tolist()
@@ -320,7 +320,7 @@ def test_agreement_label_is_the_subjects_number_and_attractors_vary():
     batch = task.sample(2000, seeded())
     assert batch.lengths.dtype == torch.int64 and batch.lengths.device.type == "cpu"
     last_noun_right, attractor_numbers = 0, set()
-    for ids, label, size in zip(batch.inputs, batch.targets.tolist(), batch.lengths.tolist()):
+    for ids, label, size in zip(batch.inputs, batch.targets.tolist(), batch.lengths.tolist(), strict=True):
         assert length // 2 + 2 <= size <= length + 2
         assert (ids[size:] == AGREEMENT_PAD).all() and (ids[:size] != AGREEMENT_PAD).all()
         words = task.decode(ids).split()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bptt.builders import build_model
 from bptt.config import TrainConfig
 from bptt.data import UNK_ID, load_shakespeare
 from bptt.tasks import (
@@ -28,7 +29,6 @@ from bptt.tasks import (
     read_text_file,
     task_for_file,
 )
-from bptt.builders import build_model
 
 SPLITS = ("train", "validation", "test")
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -67,7 +67,7 @@ def whole(task: SentimentTask, split: str) -> Batch:
 
 
 def decoded(task: SentimentTask, batch: Batch) -> list[str]:
-    return [task.tokenizer.decode(ids[:length]) for ids, length in zip(batch.inputs, batch.lengths)]
+    return [task.tokenizer.decode(ids[:length]) for ids, length in zip(batch.inputs, batch.lengths, strict=True)]
 
 
 def texts_by_split(task: SentimentTask) -> dict[str, list[str]]:
@@ -205,12 +205,16 @@ def test_the_vocabulary_is_the_training_words_seen_min_freq_times(tmp_path: Path
     [("first", "{digits} then", "{digits}"), ("last", "{last} then more words", "{digits}")],
 )
 def test_truncation_keeps_the_first_or_last_tokens(tmp_path: Path, keep: str, long_text: str, short_text: str) -> None:
-    rows = [(f"{digit_text(i)}" + ("" if i % 5 == 0 else " then more words"), "good" if i % 2 else "bad") for i in range(60)]
+    rows = [
+        (f"{digit_text(i)}" + ("" if i % 5 == 0 else " then more words"), "good" if i % 2 else "bad")
+        for i in range(60)
+    ]
     task = SentimentTask(4, data=write_csv(tmp_path, rows), min_freq=1, keep=keep)
     reference = SentimentTask(4, data=write_csv(tmp_path, rows, "first.csv"), min_freq=1, keep="first")
     batch = whole(task, "train")
     assert batch.inputs.shape[1] == 4 and int(batch.lengths.max()) == 4
-    for text, length, row in zip(decoded(task, batch), batch.lengths.tolist(), decoded(reference, whole(reference, "train"))):
+    reference_rows = decoded(reference, whole(reference, "train"))
+    for text, length, row in zip(decoded(task, batch), batch.lengths.tolist(), reference_rows, strict=True):
         i = row_of(row)
         digits = digit_text(i)
         expected = (short_text if i % 5 == 0 else long_text).format(digits=digits, last=digits.split()[-1])
@@ -262,7 +266,8 @@ def test_limit_takes_a_seeded_subset(tmp_path: Path) -> None:
     every = [text for split in SPLITS for text in small[split]]
     assert len(every) == len(set(every)) == 40 and [len(small[s]) for s in SPLITS] == [32, 4, 4]
     assert set(every) <= {text for text, _ in rows}
-    other = texts_by_split(SentimentTask(10, data=write_csv(tmp_path, rows, "b.csv"), min_freq=1, limit=40, split_seed=3))
+    data = write_csv(tmp_path, rows, "b.csv")
+    other = texts_by_split(SentimentTask(10, data=data, min_freq=1, limit=40, split_seed=3))
     assert set(every) != {text for split in SPLITS for text in other[split]}
 
 
@@ -337,7 +342,7 @@ def test_imdb_vocabulary_comes_from_the_training_reviews(imdb_task: SentimentTas
 
 def test_imdb_reviews_are_in_one_split_only(imdb_task: SentimentTask) -> None:
     reviews = {
-        split: {tuple(ids[:length].tolist()) for ids, length in zip(b.inputs, b.lengths)}
+        split: {tuple(ids[:length].tolist()) for ids, length in zip(b.inputs, b.lengths, strict=True)}
         for split, b in ((split, whole(imdb_task, split)) for split in SPLITS)
     }
     assert sum(map(len, reviews.values())) == 400
@@ -349,7 +354,7 @@ def test_imdb_keeps_the_last_tokens_by_default(imdb_task: SentimentTask) -> None
     short = SentimentTask(50, limit=400)  # the same prepared reviews, cut to 50 tokens
     full, cut = whole(imdb_task, "test"), whole(short, "test")
     assert int(cut.lengths.max()) == 50 and int(full.lengths.max()) > 50
-    for ids, length, kept, kept_length in zip(full.inputs, full.lengths, cut.inputs, cut.lengths):
+    for ids, length, kept, kept_length in zip(full.inputs, full.lengths, cut.inputs, cut.lengths, strict=True):
         assert kept[:kept_length].tolist() == ids[:length].tolist()[-50:]
 
 

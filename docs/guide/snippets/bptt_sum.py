@@ -32,7 +32,7 @@ for cell in ("rnn-tanh", "gru"):
     diagnoses[cell, 0] = diagnose(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     data = torch.Generator().manual_seed(0)
-    for step in range(STEPS):  # a short real run: Adam on fresh batches
+    for _ in range(STEPS):  # a short real run: Adam on fresh batches
         batch = task.sample(64, data)
         loss = task.loss(model(batch.inputs), batch)
         optimizer.zero_grad()

@@ -86,7 +86,7 @@ for rule, clipper in {
 figure = Figure(figsize=(13, 4.4))
 profile_axis, spectra_axis, curve_axis = figure.subplots(1, 3)
 colors = {name: f"C{i}" for i, name in enumerate(CURES)}
-for name, (layer, growth, result, curve) in rows.items():
+for name, (layer, _growth, _result, curve) in rows.items():
     reach = layer.profile_by_distance / layer.profile_by_distance[0]
     if not name.startswith("clip"):  # clipping leaves a fresh model unchanged
         profile_axis.plot(reach, color=colors[name], label=name)

@@ -87,7 +87,7 @@ for task_name, (sample, vocabulary, classes) in TASKS.items():
             )
             optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
             data = torch.Generator().manual_seed(0)
-            for step in range(STEPS):
+            for _ in range(STEPS):
                 x, y, _ = sample(gap, 32, data)
                 loss = loss_fn(model(x), y)
                 optimizer.zero_grad()

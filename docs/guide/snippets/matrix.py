@@ -55,7 +55,7 @@ left.set_xlabel("pre-activation z")
 left.set_ylabel("f′(z)")
 left.set_title("The derivative on the diagonal of J_t")
 left.legend(fontsize="small")
-for (name, gamma), color in zip(
+for (name, _gamma), color in zip(
     NONLINEARITIES.items(), ["C0", "C1", "C2"], strict=True
 ):
     step, factor = zip(*results[name], strict=True)

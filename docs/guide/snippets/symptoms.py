@@ -24,7 +24,8 @@ task = AddingTask(T)
 probe = task.sample(256, torch.Generator().manual_seed(1))
 curves, profiles = {}, {}
 print(
-    f"{'run':<22}{'median ‖g‖':>11}{'max ‖g‖':>10}{'spikes':>7}{'max loss':>10}{'non-finite':>11}{'val MSE':>9}{'horizon':>8}"
+    f"{'run':<22}{'median ‖g‖':>11}{'max ‖g‖':>10}{'spikes':>7}{'max loss':>10}"
+    f"{'non-finite':>11}{'val MSE':>9}{'horizon':>8}"
 )
 for name, options in RUNS.items():
     config = bptt.TrainConfig(

@@ -13,10 +13,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from pathlib import Path
+from typing import final
 
 from bptt._registry import Registry
 
 
+@final
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     """A data set shipped inside an installed Python package.

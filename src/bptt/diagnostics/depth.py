@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, final
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +40,7 @@ __all__ = ["DepthDiagnosis", "diagnose_depth"]
 LossFunction = Callable[[Tensor, Tensor], Tensor]
 
 
+@final
 @dataclass
 class DepthDiagnosis:
     r"""The result of :func:`diagnose_depth`: the gradient along the layers of a stack.

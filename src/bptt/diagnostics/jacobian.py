@@ -25,6 +25,7 @@ import abc
 import copy
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import final
 
 import torch
 from torch import Tensor
@@ -92,6 +93,7 @@ class Linearization(abc.ABC):
         """
 
 
+@final
 class StepFunctionSteps(Linearization):
     """Any :data:`StepFunction`, linearised with ``torch.func`` at each call of :meth:`maps`.
 
@@ -115,6 +117,7 @@ class StepFunctionSteps(Linearization):
         return _batched(lambda v: transpose_fn(v)[0]), _batched(lambda u: vjp_fn(u)[0])
 
 
+@final
 class CellSteps(Linearization):
     r"""The Jacobians of a bptt cell in factored form, :math:`J_t = A_t W_{hh} + C_t`.
 

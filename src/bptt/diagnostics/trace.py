@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import final
 
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ from bptt.recurrent import LayerTape, Recurrent
 __all__ = ["TapedLayer", "profiling", "recurrent_modules", "taping", "unrolled_twin"]
 
 
+@final
 @dataclass
 class TapedLayer:
     """One recurrent layer seen by the diagnostic pass.

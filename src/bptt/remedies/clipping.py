@@ -47,6 +47,7 @@ __all__ = [
 _TINY = 1e-6  # added to norms before dividing, as torch.nn.utils.clip_grad_norm_ does
 
 
+@final
 @dataclass(frozen=True)
 class ClipEvent:
     """What one clipping call saw and did; plain floats and bools, ready for JSON.
@@ -71,6 +72,7 @@ class ClipEvent:
         return asdict(self)
 
 
+@final
 class _Clip(NamedTuple):
     """What :meth:`AbstractClipper.clip_` did, still on the device (no host sync)."""
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, final
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +33,7 @@ __all__ = ["GuardCounts", "NonFiniteGuard"]
 Policy = Literal["skip", "rollback"]
 
 
+@final
 @dataclass
 class GuardCounts:
     """What the guard did so far.
@@ -51,6 +52,7 @@ class GuardCounts:
         return asdict(self)
 
 
+@final
 class NonFiniteGuard:
     """Applies optimizer steps only when the loss, the gradients and the new weights are finite.
 

@@ -8,10 +8,12 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import final
 
 from matplotlib.figure import Figure
 
 
+@final
 @dataclass(frozen=True)
 class Panel:
     """One figure of a report, with the file name it is saved under and its caption."""

@@ -6,13 +6,14 @@ import abc
 import dataclasses
 import math
 import numbers
-from typing import ClassVar
+from typing import ClassVar, final
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
+@final
 @dataclasses.dataclass(frozen=True)
 class Batch:
     """A batch of sequences, batch first.
