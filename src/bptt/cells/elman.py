@@ -37,7 +37,9 @@ class AbstractElmanCell(AbstractCell):
     num_gates: ClassVar[int] = 1
     gate_activations: ClassVar[dict[str, str]] = {"z": "none"}
 
-    def __init__(self, input_size: int, hidden_size: int, nonlinearity: str, bias: bool = True) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, nonlinearity: str = "tanh", bias: bool = True
+    ) -> None:
         chosen = activation(nonlinearity)
         super().__init__(input_size, hidden_size, bias)
         self.nonlinearity = nonlinearity
@@ -78,11 +80,6 @@ class ElmanCell(AbstractElmanCell):
     Shape:
         - x_t: ``(B, I)``; state ``h``: ``(B, H)``; returns ``(B, H)``.
     """
-
-    def __init__(
-        self, input_size: int, hidden_size: int, nonlinearity: str = "tanh", bias: bool = True
-    ) -> None:
-        super().__init__(input_size, hidden_size, nonlinearity, bias)
 
     def pointwise(self, input_part: Tensor, recurrent_part: Tensor, state: Tensor) -> Tensor:
         return self.activate(input_part, recurrent_part, state)

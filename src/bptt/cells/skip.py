@@ -32,11 +32,6 @@ class ResidualElmanCell(AbstractElmanCell):
         - x_t: ``(B, I)``; state ``h``: ``(B, H)``; returns ``(B, H)``.
     """
 
-    def __init__(
-        self, input_size: int, hidden_size: int, nonlinearity: str = "tanh", bias: bool = True
-    ) -> None:
-        super().__init__(input_size, hidden_size, nonlinearity, bias)
-
     def pointwise(self, input_part: Tensor, recurrent_part: Tensor, state: Tensor) -> Tensor:
         return state + self.activate(input_part, recurrent_part, state)
 

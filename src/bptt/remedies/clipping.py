@@ -29,6 +29,7 @@ from torch import Tensor
 
 from bptt._registry import Registry
 from bptt.gradients import global_grad_norm
+from bptt.remedies.stateless import require_empty_state
 
 __all__ = [
     "CLIPPERS",
@@ -134,11 +135,7 @@ class AbstractClipper(abc.ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state returned by :meth:`state_dict`."""
-        if state:
-            raise ValueError(
-                f"{type(self).__name__} keeps no state, but received keys {sorted(state)}; "
-                "pass the state_dict() of the same kind of clipper"
-            )
+        require_empty_state(self, state, "clipper")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({_arguments(self)})"

@@ -36,6 +36,7 @@ from torch.nn.utils import parametrize
 
 from bptt._registry import Registry
 from bptt.init import gate_blocks, recurrent_weights
+from bptt.remedies.stateless import require_empty_state
 
 __all__ = [
     "CONSTRAINTS",
@@ -134,11 +135,7 @@ class AbstractConstraint(abc.ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state returned by :meth:`state_dict`."""
-        if state:
-            raise ValueError(
-                f"{type(self).__name__} keeps no state, but received keys {sorted(state)}; "
-                "pass the state_dict() of the same kind of constraint"
-            )
+        require_empty_state(self, state, "constraint")
 
 
 def _weights_or_raise(module: nn.Module, caller: str) -> list[tuple[nn.Module, str]]:

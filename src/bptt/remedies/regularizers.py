@@ -31,6 +31,7 @@ from bptt._registry import Registry
 from bptt.cells import AbstractCell, State, flatten_state, map_state, unflatten_state
 from bptt.init import recurrent_weights
 from bptt.recurrent import LayerTape
+from bptt.remedies.stateless import require_empty_state
 
 __all__ = [
     "REGULARIZERS",
@@ -98,11 +99,7 @@ class AbstractRegularizer(abc.ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state returned by :meth:`state_dict`."""
-        if state:
-            raise ValueError(
-                f"{type(self).__name__} keeps no state, but received keys {sorted(state)}; "
-                "pass the state_dict() of the same kind of regulariser"
-            )
+        require_empty_state(self, state, "regulariser")
 
     def __repr__(self) -> str:
         public = {k: v for k, v in vars(self).items() if not k.startswith("_")}
