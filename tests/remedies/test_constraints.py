@@ -10,7 +10,6 @@ from torch.nn.utils import parametrize
 
 from bptt import diagnose
 from bptt.cells import IndRNNCell
-from bptt.init import recurrent_weights
 from bptt.recurrent import Recurrent
 from bptt.remedies.constraints import (
     CayleyConstraint,
@@ -19,6 +18,7 @@ from bptt.remedies.constraints import (
     SpectralBound,
     make_constraint,
 )
+from bptt.weights import recurrent_weights
 
 F64 = torch.float64
 

@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from bptt.activations import activation
-from bptt.init import gate_blocks
+from bptt.weights import gate_blocks
 
 PROFILE_CHUNK: Final = 32
 """Steps whose deltas the backward pass keeps at once to take their norms in one call."""

@@ -48,7 +48,7 @@ from bptt.autograd.elman import (
     _check_mask,
     _input_projection,
 )
-from bptt.init import gate_blocks
+from bptt.weights import gate_blocks
 
 
 def lstm_bptt(

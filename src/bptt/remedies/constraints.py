@@ -35,8 +35,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from bptt._registry import Registry
-from bptt.init import gate_blocks, recurrent_weights
 from bptt.remedies.stateless import require_empty_state
+from bptt.weights import gate_blocks, recurrent_weights
 
 __all__ = [
     "CONSTRAINTS",
@@ -139,7 +139,7 @@ class AbstractConstraint(abc.ABC):
 
 
 def _weights_or_raise(module: nn.Module, caller: str) -> list[tuple[nn.Module, str]]:
-    """:func:`~bptt.init.recurrent_weights` of ``module``; raises if there is none."""
+    """:func:`~bptt.weights.recurrent_weights` of ``module``; raises if there is none."""
     found = recurrent_weights(module)
     if not found:
         raise ValueError(

@@ -29,9 +29,9 @@ from torch import Tensor, nn
 
 from bptt._registry import Registry
 from bptt.cells import AbstractCell, State, flatten_state, map_state, unflatten_state
-from bptt.init import recurrent_weights
 from bptt.recurrent import LayerTape
 from bptt.remedies.stateless import require_empty_state
+from bptt.weights import recurrent_weights
 
 __all__ = [
     "REGULARIZERS",
