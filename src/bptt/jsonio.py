@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -74,23 +74,18 @@ def from_json(value: Any) -> Any:
     return value
 
 
-def _umask() -> int:
-    """The process's umask (read by setting it and putting it back)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write ``path`` through ``write(file)`` so that readers see the old or the new file, never a part.
 
-    The file gets the mode an ordinary ``open(path, "w")`` would give it (``0o666`` less
-    the umask, so ``0o644`` under the usual umask 022), not the ``0o600`` of a temporary
-    file: a colleague, a TensorBoard server or a study worker under another user can read it.
+    The temporary file is created like an ordinary ``open(path, "w")`` creates one, so the
+    operating system gives it ``0o666`` less the umask (``0o644`` under the usual umask 022),
+    not the ``0o600`` of :func:`tempfile.mkstemp`: a colleague, a TensorBoard server or a
+    study worker under another user can read it. Its random name and ``O_EXCL`` keep two
+    writers apart.
     """
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.fchmod(handle, 0o666 & ~_umask())
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()
