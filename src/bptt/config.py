@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, final
 
 from bptt._registry import unknown_name_message
-from bptt.cells import cell_spec
+from bptt.cells import make_cell
 from bptt.remedies.clipping import make_clipper
 from bptt.remedies.constraints import make_constraint
 from bptt.remedies.regularizers import make_regularizer
@@ -17,6 +17,10 @@ from bptt.tasks import TASKS
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("constant", "cosine")
 NONFINITE_POLICIES = ("skip", "rollback")
+
+
+LATER_FIELDS: dict[str, Any] = {"slow_lr_factor": None}
+"""Fields added to :class:`TrainConfig` after bptt 0.1.0, with their defaults."""
 
 
 @final
@@ -42,6 +46,9 @@ class TrainConfig:
         batch: sequences per batch.
         optimizer: ``"sgd"`` (with momentum), ``"adam"`` or ``"rmsprop"``.
         lr: learning rate.
+        slow_lr_factor: the fraction of ``lr`` at which a cell's slow parameters train
+            (:attr:`bptt.cells.AbstractCell.slow_parameters`, e.g. expRNN's skew-symmetric
+            parameter); ``None`` takes each cell's own (0.1 for expRNN).
         momentum: SGD momentum.
         weight_decay: L2 weight decay passed to the optimizer.
         schedule: ``"constant"`` or ``"cosine"`` (to zero at the last step), after
@@ -85,6 +92,7 @@ class TrainConfig:
     batch: int = 64
     optimizer: str = "adam"
     lr: float = 3e-3
+    slow_lr_factor: float | None = None
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "constant"
@@ -120,6 +128,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        factor = self.slow_lr_factor
+        if factor is not None and not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 0):
+            raise ValueError(
+                f"expected slow_lr_factor to be a positive finite number (a fraction of lr, e.g. 0.1) or None, "
+                f"received {self.slow_lr_factor!r}"
+            )
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ValueError(
                 f"expected weight_decay >= 0 and momentum in [0, 1), got "
@@ -136,7 +150,7 @@ class TrainConfig:
             make_constraint(self.constraint, self.length)
         if self.regularizer is not None:
             make_regularizer(self.regularizer)
-        cell_spec(self.cell)
+        make_cell(self.cell, 1, 2)  # the name, its options and their values
         TASKS.get(self.task)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(unknown_name_message("optimizer", self.optimizer, list(OPTIMIZERS)))
@@ -144,7 +158,13 @@ class TrainConfig:
             raise ValueError(unknown_name_message("schedule", self.schedule, list(SCHEDULES)))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as a dict; a field added since bptt 0.1.0 (:data:`LATER_FIELDS`) is left
+        out while it has its default, so that the trial keys of earlier studies stay the same."""
+        values = dataclasses.asdict(self)
+        for name, default in LATER_FIELDS.items():
+            if values[name] == default:
+                del values[name]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

@@ -12,6 +12,7 @@ from typing import final
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 from torch.utils.hooks import RemovableHandle
 
@@ -245,9 +246,11 @@ class Recurrent(nn.Module):
         steps, batch = x.shape[:2]
         mask = None if lengths is None else _length_mask(lengths, steps, batch, x.device)
         layer_states = self._split_state(state, batch, x, unbatched)
-        if self.fused_mode is not None and not self.residual and not self._tapped():
-            return self._forward_fused(x, layer_states, lengths, list(self.cells))
-        return self._forward_layers(x, layer_states, mask, lengths)
+        # a parametrised weight (an orthogonal W_hh) is computed once per forward, not per step
+        with parametrize.cached():
+            if self.fused_mode is not None and not self.residual and not self._tapped():
+                return self._forward_fused(x, layer_states, lengths, list(self.cells))
+            return self._forward_layers(x, layer_states, mask, lengths)
 
     # -- the three ways to run -------------------------------------------------------
 

@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bptt.builders import build_model, make_task, make_training_constraint
-from bptt.cells import State, map_state
+from bptt.cells import AbstractCell, State, map_state
 from bptt.config import TrainConfig
 from bptt.diagnostics.profile import decay_rate, effective_horizon
 from bptt.diagnostics.watching import Watch
@@ -127,9 +127,37 @@ class RunResult:
         )
 
 
+def parameter_groups(model: nn.Module, lr: float, slow_lr_factor: float | None = None) -> list[dict[str, Any]]:
+    """``model``'s parameters as optimizer groups: one at ``lr``, then one per slower rate.
+
+    A cell's :attr:`~bptt.cells.AbstractCell.slow_parameters` train at their fraction of
+    ``lr`` (expRNN's skew-symmetric parameter at ``lr / 10``, as in Lezcano-Casado &
+    Martínez-Rubio 2019), or at ``slow_lr_factor`` when given. A model without slow
+    parameters gets the one group.
+
+    Args:
+        model: the model.
+        lr: the base learning rate.
+        slow_lr_factor: overrides every cell's own factor.
+
+    Returns:
+        Parameter groups for a :class:`torch.optim.Optimizer`, each with its ``"lr"``.
+    """
+    factors: dict[int, float] = {}
+    for cell in model.modules():
+        if isinstance(cell, AbstractCell):
+            for name, factor in cell.slow_parameters.items():
+                factors[id(cell.get_parameter(name))] = factor if slow_lr_factor is None else slow_lr_factor
+    groups: dict[float, list[nn.Parameter]] = {1.0: []}
+    for parameter in model.parameters():
+        groups.setdefault(factors.get(id(parameter), 1.0), []).append(parameter)
+    return [{"params": params, "lr": lr * factor} for factor, params in groups.items() if params or factor == 1.0]
+
+
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The optimizer ``config`` names over ``model``'s parameters, with its learning rate and decay."""
-    parameters, lr, decay = model.parameters(), config.lr, config.weight_decay
+    """The optimizer ``config`` names over ``model``'s parameters (in groups, see
+    :func:`parameter_groups`), with its learning rate and decay."""
+    parameters, lr, decay = parameter_groups(model, config.lr, config.slow_lr_factor), config.lr, config.weight_decay
     if config.optimizer == "sgd":
         return torch.optim.SGD(parameters, lr=lr, momentum=config.momentum, weight_decay=decay)
     if config.optimizer == "rmsprop":

@@ -92,11 +92,11 @@ def test_skip_cell_reaches_k_steps_back_through_identity_hops():
 def test_cell_names_and_arguments():
     assert isinstance(make_cell("skip-rnn:7", 2, 3), SkipElmanCell)
     assert make_cell("skip-rnn:7", 2, 3).skip == 7
-    assert make_cell("skip-rnn", 2, 3).skip == CELLS.get("skip-rnn").argument[1]
+    assert make_cell("skip-rnn", 2, 3).skip == CELLS.get("skip-rnn").options["skip"]
     assert cell_spec("ortho-rnn")[0].constraint == "orthogonal"
-    with pytest.raises(ValueError, match="positive integer skip"):
+    with pytest.raises(ValueError, match="skip must be a positive integer"):
         make_cell("skip-rnn:0", 2, 3)
-    with pytest.raises(ValueError, match="takes no argument"):
+    with pytest.raises(ValueError, match="takes no options"):
         make_cell("lstm:2", 2, 3)
     with pytest.raises(ValueError, match="skip must be a positive integer"):
         SkipElmanCell(2, 3, skip=0)

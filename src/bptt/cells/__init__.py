@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from typing import final
 
@@ -16,6 +17,7 @@ from bptt.cells.base import (
     unflatten_state,
 )
 from bptt.cells.elman import AbstractElmanCell, ElmanCell
+from bptt.cells.exprnn import ExpRNNCell
 from bptt.cells.gated import GRUCell, LSTMCell
 from bptt.cells.indrnn import IndRNNCell
 from bptt.cells.skip import ResidualElmanCell, SkipElmanCell
@@ -28,9 +30,11 @@ __all__ = [
     "AbstractElmanCell",
     "CellSpec",
     "ElmanCell",
+    "ExpRNNCell",
     "GRUCell",
     "IndRNNCell",
     "LSTMCell",
+    "OptionValue",
     "ResidualElmanCell",
     "SkipElmanCell",
     "State",
@@ -43,29 +47,39 @@ __all__ = [
 ]
 
 
+OptionValue = float | int | str
+"""The value of a cell option: its type is the type of the option's default."""
+
+
 @final
 @dataclass(frozen=True)
 class CellSpec:
     """How to build a cell known by name.
 
+    A name may carry options after a colon, ``"lem:dt=0.05"``,
+    ``"cornn:dt=0.042,gamma=2.7,epsilon=4.7"``; a cell with one main option also takes its
+    value bare, ``"skip-rnn:8"``.
+
     Args:
-        factory: ``factory(input_size, hidden_size) -> AbstractCell``, or with ``argument``
-            set, ``factory(input_size, hidden_size, value)``.
+        factory: ``factory(input_size, hidden_size, **options) -> AbstractCell``.
         init: the initialisation scheme (a name in :data:`bptt.init.INITS`) the cell is
             defined with, used when the user does not choose one.
         description: one line for ``bptt train --help`` and docs.
         constraint: the constraint (a spec for :func:`bptt.remedies.make_constraint`) the
             cell is defined with, attached by :func:`bptt.build_model` unless the
             user chooses one.
-        argument: the name of an integer the cell takes after a colon (``"skip-rnn:8"``),
-            and its default.
+        options: the keyword options the factory takes, with their defaults (the first one
+            is the option a bare value sets).
+        long_memory: the cell is one of the long-memory cures (unitary, oscillator,
+            multiscale) that keep gradients alive over thousands of steps.
     """
 
     factory: Callable[..., AbstractCell]
     init: str
     description: str
     constraint: str | None = None
-    argument: tuple[str, int] | None = None
+    options: Mapping[str, OptionValue] = field(default_factory=dict)
+    long_memory: bool = False
 
 
 CELLS: Registry[CellSpec] = Registry("cell")
@@ -107,44 +121,78 @@ CELLS.register(
 CELLS.register(
     "skip-rnn",
     CellSpec(
-        lambda input_size, hidden_size, skip: SkipElmanCell(input_size, hidden_size, skip),
+        SkipElmanCell,
         "default",
         "tanh RNN with a skip connection k steps back, h_t = f(z_t) + h_(t-k); 'skip-rnn:K'",
-        argument=("skip", 4),
+        options={"skip": 4},
     ),
 )
 CELLS.register("gru", CellSpec(GRUCell, "default", "gated recurrent unit (Cho et al. 2014)"))
 CELLS.register(
     "lstm", CellSpec(LSTMCell, "default", "long short-term memory (Hochreiter & Schmidhuber 1997)")
 )
+for _name, _map in (("exprnn", "matrix_exp"), ("exprnn-cayley", "cayley")):
+    CELLS.register(
+        _name,
+        CellSpec(
+            partial(ExpRNNCell, orthogonal_map=_map),
+            "default",
+            f"orthogonal W_hh ({_map.replace('_', ' ')} of a skew matrix) with modReLU "
+            f"(Lezcano-Casado & Martinez-Rubio 2019); '{_name}:init=cayley'",
+            options={"init": "henaff"},
+            long_memory=True,
+        ),
+    )
+
+def _parse_option(base: str, name: str, text: str, default: OptionValue) -> OptionValue:
+    """The value of option ``name`` written as ``text``, of the type of its default."""
+    kind = type(default)
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(
+            f"expected a{'n integer' if kind is int else ' number' if kind is float else ' string'} for "
+            f"option {name!r} of cell {base!r}, received {text!r}; write e.g. '{base}:{name}={default}'"
+        ) from None
+    if kind is float and not math.isfinite(value):
+        raise ValueError(f"expected a finite number for option {name!r} of cell {base!r}, received {text!r}")
+    return value
 
 
-def cell_spec(name: str) -> tuple[CellSpec, int | None]:
-    """The :class:`CellSpec` of a cell name and its argument: ``"skip-rnn:8"`` -> (spec, 8).
+def cell_spec(name: str) -> tuple[CellSpec, dict[str, OptionValue]]:
+    """The :class:`CellSpec` of a cell name and the options it sets: ``"skip-rnn:8"`` ->
+    (spec, {"skip": 8}), ``"lem:dt=0.05"`` -> (spec, {"dt": 0.05}); options left out take
+    the factory's defaults.
 
     Raises:
-        ValueError: for an unknown name, an argument given to a cell that takes none, or
-            an argument that is not a positive integer.
+        ValueError: for an unknown name, an option the cell does not take, or a value of
+            the wrong type.
     """
-    base, colon, value = name.partition(":")
+    base, colon, text = name.partition(":")
     spec = CELLS.get(base)
-    if spec.argument is None:
-        if colon:
-            raise ValueError(f"cell {base!r} takes no argument, received {name!r}; write {base!r}")
-        return spec, None
     if not colon:
-        return spec, spec.argument[1]
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(
-            f"expected a positive integer {spec.argument[0]} after '{base}:', received "
-            f"{value!r}; write e.g. '{base}:{spec.argument[1]}'"
-        )
-    return spec, int(value)
+        return spec, {}
+    if not spec.options:
+        raise ValueError(f"cell {base!r} takes no options, received {name!r}; write {base!r}")
+    options: dict[str, OptionValue] = {}
+    for item in text.split(","):
+        key, equals, value = item.partition("=")
+        if not equals:  # a bare value sets the main option
+            key, value = next(iter(spec.options)), item
+        key = key.strip()
+        if key not in spec.options:
+            raise ValueError(
+                f"cell {base!r} has no option {key!r}; its options are "
+                f"{', '.join(f'{k}={v}' for k, v in spec.options.items())}"
+            )
+        options[key] = _parse_option(base, key, value.strip(), spec.options[key])
+    return spec, options
 
 
 def make_cell(name: str, input_size: int, hidden_size: int) -> AbstractCell:
-    """Build the cell registered as ``name`` (see :data:`CELLS`; ``"skip-rnn:8"`` passes 8)."""
-    spec, argument = cell_spec(name)
-    if argument is None:
-        return spec.factory(input_size, hidden_size)
-    return spec.factory(input_size, hidden_size, argument)
+    """Build the cell registered as ``name`` with the options the name sets (see :func:`cell_spec`)."""
+    spec, options = cell_spec(name)
+    try:
+        return spec.factory(input_size, hidden_size, **options)
+    except ValueError as error:
+        raise ValueError(f"cell {name!r}: {error}") from None

@@ -60,6 +60,16 @@ class AbstractCell(nn.Module, abc.ABC):
     """The names returned by :meth:`gates`, each with its activation: ``"sigmoid"``,
     ``"tanh"`` or ``"none"`` (a pre-activation)."""
 
+    unit_wise: ClassVar[bool] = True
+    r"""Whether :meth:`pointwise` is unit by unit (see there), so that the step's Jacobian
+    factors as :math:`A\, W_{hh} + C`; ``False`` for a cell whose step multiplies another
+    matrix after the projections (LEM, coRNN), which the diagnostics then linearise whole."""
+
+    slow_parameters: ClassVar[dict[str, float]] = {}
+    """Parameters (names relative to the cell) that train at a fraction of the learning rate,
+    with that fraction, e.g. expRNN's skew-symmetric parameter at 0.1; ``bptt train`` builds
+    the optimizer's parameter groups from it (:func:`bptt.training.parameter_groups`)."""
+
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
@@ -77,7 +87,14 @@ class AbstractCell(nn.Module, abc.ABC):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        for name, shape in self.extra_parameter_shapes().items():
+            self.register_parameter(name, nn.Parameter(torch.empty(shape)))
         self.reset_parameters()
+
+    def extra_parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Parameters beyond torch's four, by name and shape, created (empty) before
+        :meth:`reset_parameters` fills every parameter; none by default."""
+        return {}
 
     def _recurrent_weight_shape(self) -> tuple[int, ...]:
         """Shape of ``weight_hh``: ``(G*H, H)``, torch's layout."""
@@ -142,7 +159,8 @@ class AbstractCell(nn.Module, abc.ABC):
     @abc.abstractmethod
     def pointwise(self, input_part: Tensor, recurrent_part: Tensor, state: State) -> State:
         """The step after the projections: unit by unit, unit ``j`` of the new state
-        depends only on unit ``j`` of every gate block and of the old state.
+        depends only on unit ``j`` of every gate block and of the old state (unless the
+        cell says otherwise with :attr:`unit_wise`).
 
         This split makes the step's Jacobian :math:`J = A\\, W_{hh} + C` with ``A`` and ``C``
         unit-wise (see :class:`bptt.diagnostics.jacobian.CellSteps`).

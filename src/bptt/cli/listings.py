@@ -1,13 +1,25 @@
-"""The commands that list what there is: ``tasks`` and ``data``."""
+"""The commands that list what there is: ``cells``, ``tasks`` and ``data``."""
 
 from __future__ import annotations
 
 import argparse
 
+from bptt.cells import CELLS
 from bptt.data import dataset_table
 from bptt.tasks import TASKS, AbstractDatasetTask, AbstractStreamTask, get_task
 
-__all__ = ["run_data", "run_tasks"]
+__all__ = ["run_cells", "run_data", "run_tasks"]
+
+
+def run_cells(args: argparse.Namespace) -> int:
+    """``bptt cells``: every cell name with its options and their defaults, and what it is."""
+    print(f"{'cell':14} {'options (defaults)':34} description")
+    for name in CELLS.names():
+        spec = CELLS.get(name)
+        options = ",".join(f"{key}={value}" for key, value in spec.options.items()) or "-"
+        print(f"{name:14} {options:34} {spec.description}")
+    print("\noptions go after a colon: --cell lem:dt=0.05, --cell cornn:dt=0.042,gamma=2.7,epsilon=4.7")
+    return 0
 
 
 def run_data(args: argparse.Namespace) -> int:

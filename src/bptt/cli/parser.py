@@ -14,7 +14,7 @@ from pathlib import Path
 from bptt.cells import CELLS
 from bptt.cli.arguments import task_option
 from bptt.cli.diagnosis import run_diagnose, run_doctor, run_replay
-from bptt.cli.listings import run_data, run_tasks
+from bptt.cli.listings import run_cells, run_data, run_tasks
 from bptt.cli.runs import run_demo, run_sample, run_train
 from bptt.cli.studies import run_report, run_study
 from bptt.config import OPTIMIZERS, SCHEDULES, TrainConfig
@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = commands.add_parser("tasks", help="list the tasks with their metric, baseline and threshold")
     tasks.add_argument("--length", type=int, default=100, help="length at which to show baselines (default 100)")
     tasks.set_defaults(run=run_tasks)
+    cells = commands.add_parser("cells", help="list the cells with their options and defaults")
+    cells.set_defaults(run=run_cells)
     return parser
 
 
@@ -123,7 +125,8 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     add("--embedding", type=int, help="embedding width for token inputs (default: the task's)")
     add(
         "--cell",
-        help=f"cell: {', '.join(CELLS.names())}; skip-rnn:K skips K steps (default {DEFAULTS.cell})",
+        help=f"cell: {', '.join(CELLS.names())}; options after a colon, e.g. skip-rnn:8, lem:dt=0.05, "
+        f"exprnn:init=cayley (see `bptt cells`) (default {DEFAULTS.cell})",
     )
     add("--hidden", type=int, help=f"hidden units per layer (default {DEFAULTS.hidden})")
     add("--layers", type=int, help=f"stacked layers (default {DEFAULTS.layers})")
@@ -161,6 +164,12 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     )
     add("--optimizer", help=f"{', '.join(OPTIMIZERS)} (default {DEFAULTS.optimizer})")
     add("--lr", type=float, help=f"learning rate (default {DEFAULTS.lr})")
+    add(
+        "--slow-lr-factor",
+        type=float,
+        help="the fraction of --lr at which a cell's slow parameters train (expRNN's skew-symmetric "
+        "parameter; default: the cell's own, 0.1)",
+    )
     add("--momentum", type=float, help=f"SGD momentum (default {DEFAULTS.momentum})")
     add("--weight-decay", type=float, help=f"L2 weight decay (default {DEFAULTS.weight_decay})")
     add("--schedule", help=f"learning-rate schedule: {', '.join(SCHEDULES)} (default {DEFAULTS.schedule})")

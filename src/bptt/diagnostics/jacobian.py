@@ -118,6 +118,46 @@ class StepFunctionSteps(Linearization):
 
 
 @final
+class WholeCellSteps(Linearization):
+    r"""The Jacobians of a cell whose step is not unit-wise after its projections
+    (:attr:`~bptt.cells.AbstractCell.unit_wise` is ``False``: LEM, coRNN), linearised whole.
+
+    Each call of :meth:`maps` takes the VJP of ``cell.step`` on the flat state, as
+    :class:`StepFunctionSteps` does for any step function; unlike a bare step function, the
+    cell can be copied to another precision (:meth:`to`).
+
+    Args:
+        cell: the cell.
+        inputs: its input at every step, ``(T, B, I)``.
+        states: its flat state before every step, ``(T, B, S)``.
+    """
+
+    def __init__(self, cell: AbstractCell, inputs: Tensor, states: Tensor) -> None:
+        super().__init__(inputs, states)
+        self.cell = cell
+
+    def to(self, dtype: torch.dtype) -> WholeCellSteps:
+        """The same maps with a copy of the cell, its inputs and states in ``dtype``."""
+        return WholeCellSteps(copy.deepcopy(self.cell).to(dtype), self.inputs.to(dtype), self.states.to(dtype))
+
+    def maps(self, index: Index) -> tuple[LinearMap, LinearMap]:
+        hidden = self.cell.hidden_size
+
+        def step(x: Tensor, s: Tensor) -> Tensor:
+            return flatten_state(self.cell.step(x, unflatten_state(s, hidden)))
+
+        return StepFunctionSteps(step, self.inputs, self.states).maps(index)
+
+
+def cell_steps(cell: AbstractCell, inputs: Tensor, states: Tensor) -> CellSteps | WholeCellSteps:
+    """The linearisation that fits ``cell``: factored (:class:`CellSteps`) when its step is
+    unit-wise after the projections, else whole (:class:`WholeCellSteps`)."""
+    if cell.unit_wise:
+        return CellSteps(cell, inputs, states)
+    return WholeCellSteps(cell, inputs, states)
+
+
+@final
 class CellSteps(Linearization):
     r"""The Jacobians of a bptt cell in factored form, :math:`J_t = A_t W_{hh} + C_t`.
 

@@ -1,7 +1,7 @@
 r"""The spectra of a layer's step Jacobians on a few samples: per step, over spans, Lyapunov.
 
 The Jacobians :math:`J_t = \partial h_t / \partial h_{t-1}` of the first ``n`` samples of the
-batch, in factored form (:class:`~bptt.diagnostics.jacobian.CellSteps`), give
+batch, in factored form where the cell allows (:func:`~bptt.diagnostics.jacobian.cell_steps`), give
 
 - :math:`\sigma_{\max}(J_t)` per step (:func:`step_norms`);
 - :math:`\sigma_{\max}(J_T \cdots J_{T-d+1})` per span ``d`` (:func:`span_products`);
@@ -23,7 +23,14 @@ import torch
 from torch import Tensor
 
 from bptt.cells import AbstractCell
-from bptt.diagnostics.jacobian import CellSteps, lyapunov_exponents, product_spectral_norms, step_spectral_norms
+from bptt.diagnostics.jacobian import (
+    CellSteps,
+    WholeCellSteps,
+    cell_steps,
+    lyapunov_exponents,
+    product_spectral_norms,
+    step_spectral_norms,
+)
 
 __all__ = [
     "STEP_NORM_QUANTILES", "SampledSteps", "lyapunov", "median_step_norm", "span_products", "step_norm_quantiles",
@@ -40,13 +47,13 @@ class SampledSteps:
     """The linearised steps of the first ``n`` samples of a layer's batch.
 
     Attributes:
-        jacobians: the factored Jacobians of those samples' steps.
+        jacobians: the linearised steps of those samples (factored where the cell allows).
         inputs: their inputs, ``(T, n, I)``.
         previous: their flat state before every step, ``(T, n, S)``.
         mask: their valid steps, ``(T, n)``.
     """
 
-    jacobians: CellSteps
+    jacobians: CellSteps | WholeCellSteps
     inputs: Tensor
     previous: Tensor
     mask: Tensor
@@ -56,7 +63,7 @@ class SampledSteps:
         """The steps of the first ``samples`` samples (all when the batch is smaller)."""
         n = min(inputs.shape[1], samples)
         inputs, previous = inputs[:, :n], previous[:, :n]
-        return cls(CellSteps(cell, inputs, previous), inputs, previous, valid[:, :n])
+        return cls(cell_steps(cell, inputs, previous), inputs, previous, valid[:, :n])
 
     def double(self) -> SampledSteps:
         """The same steps with the maps and states in float64 (``A`` and ``C`` are not recomputed)."""

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from bptt._registry import Registry
+from bptt.orthogonal import OrthogonalBlocks
 from bptt.remedies.stateless import require_empty_state
 from bptt.weights import gate_blocks, recurrent_weights
 
@@ -58,56 +59,6 @@ def _gate_blocks(weight: Tensor, owner: nn.Module, name: str, caller: str) -> in
         "weight such as IndRNN's takes the 'spectral' or 'indrnn' bound)",
     )
     return num_gates
-
-
-@final
-class OrthogonalBlocks(nn.Module):
-    r"""The parametrisation :math:`W_g = B_g\, \phi(A_g - A_g^\top)` for each gate block ``g``.
-
-    ``A`` is the unconstrained parameter (only its strict upper triangle is used), so
-    :math:`A - A^\top` is skew-symmetric and :math:`\phi(\cdot)` orthogonal:
-
-    - ``"matrix_exp"``: :math:`\phi(S) = e^{S}`;
-    - ``"cayley"``: :math:`\phi(S) = (I - S/2)^{-1} (I + S/2)`.
-
-    ``B`` (a buffer) is the orthogonal matrix nearest to the weight when the
-    parametrisation is registered (its polar factor), so registering keeps an orthogonal
-    initialisation exactly and starts the optimisation at ``A = 0``.
-
-    Args:
-        num_blocks: the number ``G`` of ``(H, H)`` gate blocks.
-        size: ``H``.
-        orthogonal_map: ``"matrix_exp"`` or ``"cayley"``.
-    """
-
-    MAPS: ClassVar[tuple[str, ...]] = ("matrix_exp", "cayley")
-
-    def __init__(self, num_blocks: int, size: int, orthogonal_map: str = "matrix_exp") -> None:
-        super().__init__()
-        if orthogonal_map not in self.MAPS:
-            raise ValueError(f"orthogonal_map must be one of {self.MAPS}, got {orthogonal_map!r}")
-        self.num_blocks, self.size, self.orthogonal_map = num_blocks, size, orthogonal_map
-        self.register_buffer("base", torch.eye(size).repeat(num_blocks, 1, 1))
-
-    def forward(self, raw: Tensor) -> Tensor:
-        upper = raw.unflatten(0, (self.num_blocks, self.size)).triu(1)
-        skew = upper - upper.mT
-        if self.orthogonal_map == "matrix_exp":
-            rotation = torch.linalg.matrix_exp(skew)
-        else:
-            eye = torch.eye(self.size, dtype=raw.dtype, device=raw.device)
-            rotation = torch.linalg.solve(eye - skew / 2, eye + skew / 2)
-        return (self.base.to(raw.dtype) @ rotation).flatten(0, 1)
-
-    @torch.no_grad()
-    def right_inverse(self, weight: Tensor) -> Tensor:
-        """Store the polar factor of each block of ``weight`` as ``B`` and start at ``A = 0``."""
-        u, _, vh = torch.linalg.svd(weight.unflatten(0, (self.num_blocks, self.size)))
-        self.base = (u @ vh).to(self.base.dtype)
-        return torch.zeros_like(weight)
-
-    def extra_repr(self) -> str:
-        return f"num_blocks={self.num_blocks}, size={self.size}, map={self.orthogonal_map!r}"
 
 
 class AbstractConstraint(abc.ABC):
