@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from bptt import TrainConfig, diagnose
+from bptt.cells import make_cell
 from bptt.cli import main
 from bptt.doctor import (
     Cure,
@@ -19,11 +21,13 @@ from bptt.doctor import (
     examine,
     findings,
     format_trials,
+    gradient_reach,
     prescribe,
     recommend,
     try_cures,
 )
 from bptt.recurrent import Recurrent
+from bptt.rundir import RunDirectory
 from bptt.training import RunResult, train
 
 TINY = TrainConfig(
@@ -32,16 +36,26 @@ TINY = TrainConfig(
 )
 
 
-def examination_of(cell: str, scale: float, norms=(1.0, 2.0, 3.0, 100.0), nonfinite=0.0) -> Examination:
-    """A real diagnosis of a one-layer ``cell`` whose W_hh is ``scale`` times the identity."""
+def examination_of(
+    cell: str, scale: float, norms=(1.0, 2.0, 3.0, 100.0), nonfinite=0.0, *, many_to_many: bool = False
+) -> Examination:
+    """A real diagnosis of a one-layer ``cell`` whose W_hh is ``scale`` times the identity, with a
+    loss on the last step (or, ``many_to_many``, on every step, as copy memory's)."""
     torch.manual_seed(0)
     model = Recurrent.from_name(cell, 2, 6)
     with torch.no_grad():
         hidden = model.cells[0].hidden_size
         model.cells[0].weight_hh.copy_(scale * torch.eye(hidden).repeat(model.cells[0].num_gates, 1))
-    x, y = torch.rand(40, 4, 2), torch.rand(4, 6)
-    diagnosis = diagnose(model, x, y, forward=lambda m, i, lengths: m(i)[0][-1], products=False)
+    x = torch.rand(40, 4, 2)
+    if many_to_many:
+        y, forward = torch.rand(40, 4, 6), lambda m, i, lengths: m(i)[0]
+    else:
+        y, forward = torch.rand(4, 6), lambda m, i, lengths: m(i)[0][-1]
+    diagnosis = diagnose(model, x, y, forward=forward, products=False)
     return Examination("test", diagnosis, torch.tensor(norms, dtype=torch.float64), nonfinite)
+
+
+LONG_MEMORY = ("exprnn", "lem", "cornn")
 
 
 def test_vanishing_elman_gets_gated_cells_irnn_and_orthogonality_with_reasons():
@@ -95,6 +109,54 @@ def test_vanishing_gated_cell_gets_chrono_first():
     cures = prescribe(TrainConfig(task="adding", length=40, cell="lstm"), examination)
     assert [cure.name for cure in cures][:2] == ["chrono", "forget-bias"]
     assert "mean forget gate" in cures[0].reason
+    # the gradient reaches 5 of 40 steps: not long range, no long-memory cell
+    assert examination.diagnosis.layers[0].horizon * 10 >= 40
+    assert not set(LONG_MEMORY) & {cure.name for cure in cures}
+
+
+@pytest.mark.parametrize(
+    ("task", "ranking"), [("copy", ["exprnn", "lem", "cornn"]), ("adding", ["lem", "cornn", "exprnn"])]
+)
+def test_vanishing_gated_cell_at_long_range_gets_the_long_memory_cells_first(task, ranking):
+    examination = examination_of("lstm", 0.1)
+    layer = examination.diagnosis.layers[0]
+    assert examination.diagnosis.verdict.kind == "vanishing" and layer.horizon == 5
+    config = TrainConfig(task=task, length=1000, cell="lstm", init="chrono")
+    cures = prescribe(config, examination)
+    names = [cure.name for cure in cures]
+    # a memory task gets expRNN's norm-preserving recurrence first, the adding problem LEM
+    assert names[:4] == [*ranking, "forget-bias"]  # chrono is already there
+    reasons = {cure.name: cure.reason for cure in cures}
+    assert "‖J_t‖ = 1" in reasons["exprnn"] and "modReLU" in reasons["exprnn"]
+    assert "orthogonal" in reasons["exprnn"]
+    assert "multiscale" in reasons["lem"] and "learned time steps" in reasons["lem"]
+    assert "oscillators" in reasons["cornn"] and "bounded by construction" in reasons["cornn"]
+    assert all("the gradient reaches 5 of 1000 steps back" in reasons[name] for name in LONG_MEMORY)
+    for name in LONG_MEMORY:  # the new cell's own init and constraint, not the LSTM's chrono
+        changed = cures[names.index(name)].apply(config)
+        assert (changed.cell, changed.init, changed.constraint) == (name, None, None)
+
+
+def test_vanishing_elman_at_long_range_gets_the_long_memory_cells_after_the_gated_ones():
+    examination = examination_of("rnn-tanh", 0.3)
+    names = [cure.name for cure in prescribe(TrainConfig(task="copy", length=500, cell="rnn-tanh"), examination)]
+    assert names[:5] == ["gru", "lstm", "exprnn", "lem", "cornn"]
+    assert names[5:7] == ["ortho-rnn", "irnn"]  # unsaturated: orthogonality before IRNN, as at short range
+    short = [cure.name for cure in prescribe(TrainConfig(task="copy", length=40, cell="rnn-tanh"), examination)]
+    assert not set(LONG_MEMORY) & set(short)
+
+
+def test_many_to_many_reach_is_extrapolated_from_the_decay_rate():
+    examination = examination_of("lstm", 0.1, many_to_many=True)
+    layer = examination.diagnosis.layers[0]
+    assert layer.horizon is None and 0 < layer.decay_rate < 1
+    reach = gradient_reach(layer)
+    assert reach == pytest.approx(math.log(1e-3) / math.log(layer.decay_rate))  # r^d = 10^-3
+    assert 1 < reach < 50
+    config = TrainConfig(task="copy", length=1000, cell="lstm")
+    assert [cure.name for cure in prescribe(config, examination)][:3] == ["exprnn", "lem", "cornn"]
+    assert f"the gradient reaches about {reach:.0f} of 1000 steps back" in findings(config, examination)
+    assert gradient_reach(dataclasses.replace(layer, decay_rate=1.2)) == math.inf
 
 
 def test_healthy_gets_optimisation_advice():
@@ -142,6 +204,20 @@ def test_try_cures_uses_the_same_budget_and_seed(tmp_path):
     baseline_config = json.loads((tmp_path / "baseline" / "config.json").read_text())
     cure_config = json.loads((tmp_path / "gru" / "config.json").read_text())
     assert {k for k in baseline_config if baseline_config[k] != cure_config[k]} == {"cell"}
+
+
+def test_try_cures_a_long_memory_cell_builds_it_with_its_own_init(tmp_path):
+    long_range = TrainConfig(task="adding", length=1000, cell="lstm", init="chrono")
+    cure = prescribe(long_range, examination_of("lstm", 0.1))[0]
+    assert cure.name == "lem"
+    baseline = dataclasses.replace(TINY, cell="lstm", init="chrono")
+    trials = try_cures(baseline, [cure], tmp_path)
+    assert [t.name for t in trials] == ["baseline", "lem"] and trials[1].result.steps == TINY.steps
+    assert math.isfinite(trials[1].result.metrics["mse"])
+    saved = RunDirectory(tmp_path / "lem").config()
+    assert {k for k, v in saved.to_dict().items() if v != baseline.to_dict()[k]} == {"cell", "init"}
+    model = RunDirectory(tmp_path / "lem").load_model()[0]
+    assert type(model.recurrent.cells[0]) is type(make_cell("lem", 2, 8))
 
 
 def test_examine_a_fresh_model_and_a_run(tmp_path):

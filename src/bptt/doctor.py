@@ -19,6 +19,11 @@ The rules read the numbers of :func:`bptt.diagnose` and follow the literature:
   derivative norm say which matters most;
 - **vanishing** in a gated cell: chrono initialisation of the gate biases (Tallec & Ollivier
   2018), a forget-gate bias of 1 (Jozefowicz et al. 2015);
+- **vanishing at long range** (the gradient reaches less than 1/:data:`LONG_RANGE` of the
+  length): the long-memory cells, expRNN (Lezcano-Casado & Martínez-Rubio 2019) first on a
+  memory task (:data:`MEMORY_TASKS`), LEM (Rusch et al. 2022) first otherwise, and coRNN
+  (Rusch & Mishra 2021); in a gated cell before its gate initialisations, in an Elman RNN
+  after the gated cells;
 - **healthy**: the gradient reaches the whole sequence; what remains is optimisation.
 """
 
@@ -54,6 +59,7 @@ __all__ = [
     "examine",
     "findings",
     "format_trials",
+    "gradient_reach",
     "prescribe",
     "recommend",
     "try_cures",
@@ -61,6 +67,18 @@ __all__ = [
 
 GRADIENT_SAMPLE = 32
 """Batches whose gradient norm a fresh model's examination measures (no update is made)."""
+
+REACH_TOLERANCE = 1e-3
+"""The relative gradient that still counts as reaching a step: the tolerance of the examination's
+effective horizon and of :func:`gradient_reach`."""
+
+LONG_RANGE = 10
+"""The sequence is long for a model whose gradient reaches less than ``length / LONG_RANGE``
+steps back: the long-memory cells are prescribed."""
+
+MEMORY_TASKS = frozenset({"copy"})
+"""Tasks that store information for the whole delay and recall it (copy memory): expRNN's
+norm-preserving recurrence is prescribed first for them, LEM first for the others."""
 
 
 @final
@@ -194,7 +212,7 @@ def examine(
     model.eval()
     diagnosis = diagnose(
         model, batch.inputs, batch.targets, lambda output, _: task.probe_loss(output, batch),
-        lengths=batch.lengths, products=False,
+        lengths=batch.lengths, tolerance=REACH_TOLERANCE, products=False,
     )
     finite = torch.isfinite(norms)
     fraction = 1.0 - float(finite.double().mean()) if norms.numel() else 0.0
@@ -246,8 +264,10 @@ def findings(config: TrainConfig, examination: Examination) -> str:
     if layer is None:
         return f"{diagnosis.verdict.kind}: {diagnosis.verdict.explanation} {observed}."
     lyapunov = layer.lyapunov[0].item() if layer.lyapunov.numel() else math.nan
+    reach = gradient_reach(layer)
+    reached = f"{reach:.0f}" if layer.horizon is not None else f"about {reach:.0f}" if math.isfinite(reach) else "all"
     parts = [
-        (f"{diagnosis.verdict.kind} ({layer.name}): the gradient reaches {layer.horizon} of "
+        (f"{diagnosis.verdict.kind} ({layer.name}): the gradient reaches {reached} of "
         f"{config.length} steps back (×{layer.decay_rate:.3g} per step)"),
         (f"median σ_max(J_t) {layer.median_step_norm:.3g}, ‖W_hh‖₂ {layer.recurrent_norm:.3g}, "
         f"λ₁ {lyapunov:+.3g}"),
@@ -262,12 +282,37 @@ def findings(config: TrainConfig, examination: Examination) -> str:
     return "; ".join(parts + [observed]) + "."
 
 
+def gradient_reach(layer: LayerDiagnosis) -> float:
+    r"""How many steps back ``layer``'s gradient reaches, measured or extrapolated.
+
+    The effective horizon where the diagnosis measured one (many-to-one losses); otherwise
+    (many-to-many losses, whose profile mixes every step's loss) the distance at which the
+    fitted per-step factor :math:`r` compounds to :data:`REACH_TOLERANCE`:
+
+    .. math::
+        d = \frac{\log \varepsilon}{\log r}, \qquad r < 1,
+
+    and infinity for :math:`r \ge 1` or an unfitted :math:`r`.
+    """
+    if layer.horizon is not None:
+        return float(layer.horizon)
+    rate = layer.decay_rate
+    if not math.isfinite(rate) or rate >= 1:
+        return math.inf
+    return math.log(REACH_TOLERANCE) / math.log(rate) if rate > 0 else 0.0
+
+
 def _worst_layer(diagnosis: Diagnosis) -> LayerDiagnosis | None:
     """The layer the overall verdict comes from (the first one with that verdict)."""
     for layer in diagnosis.layers:
         if layer.verdict.kind == diagnosis.verdict.kind:
             return layer
     return diagnosis.layers[0] if diagnosis.layers else None
+
+
+NEW_CELL: dict[str, Any] = {"init": None, "constraint": None}
+"""What a cure that changes the cell resets: the new cell's own initialisation and constraint
+(its :class:`~bptt.cells.CellSpec`) replace the old cell's."""
 
 
 def _exploding_cures(config: TrainConfig, examination: Examination, layer: LayerDiagnosis | None) -> list[Cure]:
@@ -327,13 +372,16 @@ def _exploding_cures(config: TrainConfig, examination: Examination, layer: Layer
 
 
 def _vanishing_cures(config: TrainConfig, layer: LayerDiagnosis) -> list[Cure]:
-    """Gated cells first (the most reliable cure in our remedy table and the literature),
-    then IRNN or an orthogonal W_hh (which first depends on saturation), skip, IndRNN."""
-    if layer.gates:  # LSTM / GRU
-        gate = "forget" if "forget" in layer.gates else "update"
+    """Gated cells first (the most reliable cure in our remedy table and the literature), then
+    at long range the long-memory cells, then IRNN or an orthogonal W_hh (which first depends on
+    saturation), skip, IndRNN. A gated cell that vanishes at long range gets the long-memory
+    cells before its own gate initialisations."""
+    long_memory = _long_memory_cures(config, layer)
+    gate = next((name for name in ("forget", "update") if name in layer.gates), None)
+    if gate is not None:  # LSTM / GRU
         mean = layer.gates[gate]["mean"]
         memory = 1 / max(1e-6, 1 - mean if gate == "forget" else mean)
-        return [
+        return long_memory + [
             Cure(
                 "chrono",
                 {"init": "chrono"},
@@ -353,41 +401,40 @@ def _vanishing_cures(config: TrainConfig, layer: LayerDiagnosis) -> list[Cure]:
                 f"‖W_hh‖₂ = {layer.recurrent_norm:.3g})",
             ),
         ]
-    new_cell = {"init": None, "constraint": None}
     cures = [
         Cure(
             "gru",
-            {"cell": "gru", **new_cell},
+            {"cell": "gru", **NEW_CELL},
             "a gated cell carries its state additively, h_t = (1-z) h_(t-1) + z h̃: the "
             "gradient passes wherever the update gate is closed",
         ),
         Cure(
             "lstm",
-            {"cell": "lstm", **new_cell},
+            {"cell": "lstm", **NEW_CELL},
             "the LSTM's cell state c_t = f c_(t-1) + i g is an additive path, scaled only by "
             "the forget gate",
         ),
         Cure(
             "irnn",
-            {"cell": "irnn", **new_cell},
+            {"cell": "irnn", **NEW_CELL},
             "ReLU units do not saturate, and W_hh = I (IRNN, Le et al. 2015) makes J_t = I on "
             "every active unit at the start",
         ),
         Cure(
             "ortho-rnn",
-            {"cell": "ortho-rnn", **new_cell},
+            {"cell": "ortho-rnn", **NEW_CELL},
             f"an orthogonal W_hh (σ = 1 exactly, expRNN; now ‖W_hh‖₂ = {layer.recurrent_norm:.3g}) "
             "leaves only f′ to shrink the gradient",
         ),
         Cure(
             "skip-rnn:10",
-            {"cell": "skip-rnn:10", **new_cell},
+            {"cell": "skip-rnn:10", **NEW_CELL},
             f"a skip connection 10 steps back crosses the sequence in {config.length // 10} "
             f"identity hops instead of {config.length} shrinking ones",
         ),
         Cure(
             "indrnn",
-            {"cell": "indrnn", **new_cell},
+            {"cell": "indrnn", **NEW_CELL},
             "IndRNN's diagonal recurrence, bounded at 2^(1/T), keeps each unit's gradient "
             "between vanishing and a 2-fold growth over the sequence",
         ),
@@ -401,7 +448,39 @@ def _vanishing_cures(config: TrainConfig, layer: LayerDiagnosis) -> list[Cure]:
     if layer.saturation is not None and layer.saturation < 0.05:
         # unsaturated: the small W_hh is the cause, so orthogonality before IRNN
         cures[2], cures[3] = cures[3], cures[2]
-    return cures
+    return cures[:2] + long_memory + cures[2:]
+
+
+def _long_memory_cures(config: TrainConfig, layer: LayerDiagnosis) -> list[Cure]:
+    """expRNN, LEM and coRNN when the gradient reaches far less than the length (none otherwise):
+    expRNN first on a memory task, LEM first on the others."""
+    reach = gradient_reach(layer)
+    if reach * LONG_RANGE >= config.length:
+        return []
+    now = f"now the gradient reaches {reach:.0f} of {config.length} steps back"
+    exprnn = Cure(
+        "exprnn",
+        {"cell": "exprnn", **NEW_CELL},
+        "expRNN (Lezcano-Casado & Martínez-Rubio 2019) keeps W_hh = exp(A - Aᵀ) orthogonal, every "
+        "singular value 1 throughout training, and modReLU's derivative is 1 on every active unit: "
+        f"‖J_t‖ = 1 there, so the gradient crosses the whole delay undiminished ({now})",
+    )
+    lem = Cure(
+        "lem",
+        {"cell": "lem", **NEW_CELL},
+        "LEM (Rusch et al. 2022) discretises a multiscale ODE with learned time steps, a sigmoid "
+        "gate per unit and step: units with small steps hold their state over long time scales, "
+        "its gradients are bounded and do not vanish exponentially, and it solves the adding "
+        f"problem to T = 10000 ({now})",
+    )
+    cornn = Cure(
+        "cornn",
+        {"cell": "cornn", **NEW_CELL},
+        "coRNN (Rusch & Mishra 2021) is a network of coupled damped oscillators, "
+        "y'' = σ(W y + 𝒲 y' + V u + b) - γ y - ε y': its hidden states and gradients are bounded "
+        f"by construction, so the gradient neither explodes nor vanishes exponentially ({now})",
+    )
+    return [exprnn, lem, cornn] if config.task in MEMORY_TASKS else [lem, cornn, exprnn]
 
 
 def _healthy_cures(config: TrainConfig) -> list[Cure]:
