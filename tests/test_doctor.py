@@ -18,10 +18,10 @@ from bptt.doctor import (
     Examination,
     Trial,
     doctor,
+    estimated_horizon,
     examine,
     findings,
     format_trials,
-    gradient_reach,
     prescribe,
     recommend,
     try_cures,
@@ -150,13 +150,13 @@ def test_many_to_many_reach_is_extrapolated_from_the_decay_rate():
     examination = examination_of("lstm", 0.1, many_to_many=True)
     layer = examination.diagnosis.layers[0]
     assert layer.horizon is None and 0 < layer.decay_rate < 1
-    reach = gradient_reach(layer)
+    reach = estimated_horizon(layer)
     assert reach == pytest.approx(math.log(1e-3) / math.log(layer.decay_rate))  # r^d = 10^-3
     assert 1 < reach < 50
     config = TrainConfig(task="copy", length=1000, cell="lstm")
     assert [cure.name for cure in prescribe(config, examination)][:3] == ["exprnn", "lem", "cornn"]
     assert f"the gradient reaches about {reach:.0f} of 1000 steps back" in findings(config, examination)
-    assert gradient_reach(dataclasses.replace(layer, decay_rate=1.2)) == math.inf
+    assert estimated_horizon(dataclasses.replace(layer, decay_rate=1.2)) == math.inf
 
 
 def test_healthy_gets_optimisation_advice():

@@ -56,10 +56,10 @@ __all__ = [
     "Recommendation",
     "Trial",
     "doctor",
+    "estimated_horizon",
     "examine",
     "findings",
     "format_trials",
-    "gradient_reach",
     "prescribe",
     "recommend",
     "try_cures",
@@ -70,7 +70,7 @@ GRADIENT_SAMPLE = 32
 
 REACH_TOLERANCE = 1e-3
 """The relative gradient that still counts as reaching a step: the tolerance of the examination's
-effective horizon and of :func:`gradient_reach`."""
+effective horizon and of :func:`estimated_horizon`."""
 
 LONG_RANGE = 10
 """The sequence is long for a model whose gradient reaches less than ``length / LONG_RANGE``
@@ -264,7 +264,7 @@ def findings(config: TrainConfig, examination: Examination) -> str:
     if layer is None:
         return f"{diagnosis.verdict.kind}: {diagnosis.verdict.explanation} {observed}."
     lyapunov = layer.lyapunov[0].item() if layer.lyapunov.numel() else math.nan
-    reach = gradient_reach(layer)
+    reach = estimated_horizon(layer)
     reached = f"{reach:.0f}" if layer.horizon is not None else f"about {reach:.0f}" if math.isfinite(reach) else "all"
     parts = [
         (f"{diagnosis.verdict.kind} ({layer.name}): the gradient reaches {reached} of "
@@ -282,12 +282,12 @@ def findings(config: TrainConfig, examination: Examination) -> str:
     return "; ".join(parts + [observed]) + "."
 
 
-def gradient_reach(layer: LayerDiagnosis) -> float:
+def estimated_horizon(layer: LayerDiagnosis) -> float:
     r"""How many steps back ``layer``'s gradient reaches, measured or extrapolated.
 
     The effective horizon where the diagnosis measured one (many-to-one losses); otherwise
     (many-to-many losses, whose profile mixes every step's loss) the distance at which the
-    fitted per-step factor :math:`r` compounds to :data:`REACH_TOLERANCE`:
+    fitted per-step factor :math:`r` compounds to :math:`\varepsilon` = :data:`REACH_TOLERANCE`:
 
     .. math::
         d = \frac{\log \varepsilon}{\log r}, \qquad r < 1,
@@ -454,7 +454,7 @@ def _vanishing_cures(config: TrainConfig, layer: LayerDiagnosis) -> list[Cure]:
 def _long_memory_cures(config: TrainConfig, layer: LayerDiagnosis) -> list[Cure]:
     """expRNN, LEM and coRNN when the gradient reaches far less than the length (none otherwise):
     expRNN first on a memory task, LEM first on the others."""
-    reach = gradient_reach(layer)
+    reach = estimated_horizon(layer)
     if reach * LONG_RANGE >= config.length:
         return []
     now = f"now the gradient reaches {reach:.0f} of {config.length} steps back"
