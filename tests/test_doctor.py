@@ -154,8 +154,10 @@ def test_many_to_many_reach_is_extrapolated_from_the_decay_rate():
     assert reach == pytest.approx(math.log(1e-3) / math.log(layer.decay_rate))  # r^d = 10^-3
     assert 1 < reach < 50
     config = TrainConfig(task="copy", length=1000, cell="lstm")
-    assert [cure.name for cure in prescribe(config, examination)][:3] == ["exprnn", "lem", "cornn"]
+    cures = prescribe(config, examination)
+    assert [cure.name for cure in cures][:3] == ["exprnn", "lem", "cornn"]
     assert f"the gradient reaches about {reach:.0f} of 1000 steps back" in findings(config, examination)
+    assert f"the gradient reaches about {reach:.0f} of 1000 steps back" in cures[0].reason
     assert estimated_horizon(dataclasses.replace(layer, decay_rate=1.2)) == math.inf
 
 

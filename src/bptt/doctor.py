@@ -264,10 +264,8 @@ def findings(config: TrainConfig, examination: Examination) -> str:
     if layer is None:
         return f"{diagnosis.verdict.kind}: {diagnosis.verdict.explanation} {observed}."
     lyapunov = layer.lyapunov[0].item() if layer.lyapunov.numel() else math.nan
-    reach = estimated_horizon(layer)
-    reached = f"{reach:.0f}" if layer.horizon is not None else f"about {reach:.0f}" if math.isfinite(reach) else "all"
     parts = [
-        (f"{diagnosis.verdict.kind} ({layer.name}): the gradient reaches {reached} of "
+        (f"{diagnosis.verdict.kind} ({layer.name}): the gradient reaches {_reached(layer)} of "
         f"{config.length} steps back (×{layer.decay_rate:.3g} per step)"),
         (f"median σ_max(J_t) {layer.median_step_norm:.3g}, ‖W_hh‖₂ {layer.recurrent_norm:.3g}, "
         f"λ₁ {lyapunov:+.3g}"),
@@ -300,6 +298,14 @@ def estimated_horizon(layer: LayerDiagnosis) -> float:
     if not math.isfinite(rate) or rate >= 1:
         return math.inf
     return math.log(REACH_TOLERANCE) / math.log(rate) if rate > 0 else 0.0
+
+
+def _reached(layer: LayerDiagnosis) -> str:
+    """:func:`estimated_horizon` in words: ``"12"``, ``"about 18"`` (extrapolated) or ``"all"``."""
+    reach = estimated_horizon(layer)
+    if not math.isfinite(reach):
+        return "all"
+    return f"{reach:.0f}" if layer.horizon is not None else f"about {reach:.0f}"
 
 
 def _worst_layer(diagnosis: Diagnosis) -> LayerDiagnosis | None:
@@ -454,10 +460,9 @@ def _vanishing_cures(config: TrainConfig, layer: LayerDiagnosis) -> list[Cure]:
 def _long_memory_cures(config: TrainConfig, layer: LayerDiagnosis) -> list[Cure]:
     """expRNN, LEM and coRNN when the gradient reaches far less than the length (none otherwise):
     expRNN first on a memory task, LEM first on the others."""
-    reach = estimated_horizon(layer)
-    if reach * LONG_RANGE >= config.length:
+    if estimated_horizon(layer) * LONG_RANGE >= config.length:
         return []
-    now = f"now the gradient reaches {reach:.0f} of {config.length} steps back"
+    now = f"now the gradient reaches {_reached(layer)} of {config.length} steps back"
     exprnn = Cure(
         "exprnn",
         {"cell": "exprnn", **NEW_CELL},
@@ -477,7 +482,7 @@ def _long_memory_cures(config: TrainConfig, layer: LayerDiagnosis) -> list[Cure]
         "cornn",
         {"cell": "cornn", **NEW_CELL},
         "coRNN (Rusch & Mishra 2021) is a network of coupled damped oscillators, "
-        "y'' = σ(W y + 𝒲 y' + V u + b) - γ y - ε y': its hidden states and gradients are bounded "
+        "y'' = tanh(W y + 𝒲 y' + V u + b) - γ y - ε y': its hidden states and gradients are bounded "
         f"by construction, so the gradient neither explodes nor vanishes exponentially ({now})",
     )
     return [exprnn, lem, cornn] if config.task in MEMORY_TASKS else [lem, cornn, exprnn]
