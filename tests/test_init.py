@@ -9,8 +9,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from bptt import Recurrent
 from bptt.cells import ElmanCell, GRUCell, LSTMCell
 from bptt.init import (
+    INDRNN_MAGNITUDE,
     INITS,
     cayley_,
     chrono_,
@@ -526,7 +528,7 @@ def test_initialised_rnn_still_runs_on_fused_path() -> None:
 
 def test_registry_names() -> None:
     assert INITS.names() == [
-        "cayley", "chrono", "default", "forget-bias", "henaff", "identity", "orthogonal"
+        "cayley", "chrono", "default", "forget-bias", "henaff", "identity", "indrnn", "orthogonal"
     ]
 
 
@@ -551,3 +553,21 @@ def test_lstm_with_projection_raises_instead_of_guessing_gates() -> None:
 def test_negative_input_std_raises() -> None:
     with pytest.raises(ValueError, match="input_std"):
         init_recurrent_(nn.RNN(3, H), "identity", input_std=-1.0)
+
+
+def test_the_indrnn_scheme_is_the_published_initialisation():
+    torch.manual_seed(0)
+    model = Recurrent.from_name("indrnn", 2, 400, num_layers=3)
+    init_recurrent_(model, "indrnn", max_length=100)
+    bound = INDRNN_MAGNITUDE ** (1 / 100)
+    lower, middle, top = (cell.weight_hh.detach() for cell in model.cells)
+    for u in (lower, middle):  # U(0, 2^(1/T)): a spread of time scales
+        assert 0 <= float(u.min()) < 0.05 and 0.95 < float(u.max()) <= bound
+    assert 1 / bound <= float(top.min()) and float(top.max()) <= bound  # every top unit integrates
+    for cell in model.cells:
+        assert float(cell.weight_ih.detach().std()) == pytest.approx(1e-3, rel=0.1)
+        assert float(cell.bias_ih.detach().abs().max()) == float(cell.bias_hh.detach().abs().max()) == 0.0
+    with pytest.raises(ValueError, match="expected max_length"):
+        init_recurrent_(model, "indrnn")
+    with pytest.raises(ValueError, match="expected a vector recurrent weight"):
+        init_recurrent_(torch.nn.RNN(2, 3), "indrnn", max_length=100)

@@ -72,6 +72,9 @@ OPTIONS = {
         f"constraint-{name}": {"constraint": name, "cell": "indrnn" if name == "indrnn" else "rnn-tanh"}
         for name in CONSTRAINTS.names()
     },
+    # a second optimizer group: expRNN's skew parameter at its own learning rate
+    "exprnn-slow-lr": {"cell": "exprnn", "optimizer": "rmsprop", "lr": 1e-3, "slow_lr_factor": 0.5},
+    **{f"cell-{name}": {"cell": name} for name in ("exprnn-cayley", "lem", "cornn")},
 }
 
 

@@ -60,7 +60,9 @@ def build_model(config: TrainConfig, task: AbstractTask) -> SequenceModel:
     head_type = PerStepHead if task.many_to_many else LastStepHead
     model = SequenceModel(recurrent, head_type(config.hidden, task.num_outputs), task.vocab_size)
     # chrono initialisation draws its time scales up to the task's length
-    init_recurrent_(model.recurrent, config.init or cell_spec(config.cell)[0].init, max_length=config.length)
+    scheme = config.init or cell_spec(config.cell)[0].init
+    if scheme != "default":  # torch's own initialisation, which the cells already have
+        init_recurrent_(model.recurrent, scheme, max_length=config.length)
     constraint = make_training_constraint(config)
     if constraint is not None:  # after the init: an orthogonal parametrisation keeps it
         constraint.attach(model.recurrent)

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeAlias, final
 
 import torch
 from torch import Tensor, nn
 
 from bptt._registry import Registry
-from bptt.weights import RecurrentLayer, gate_blocks, recurrent_layers
+from bptt.weights import RecurrentLayer, gate_blocks, recurrent_layers, recurrent_weights
 
 __all__ = [
+    "INDRNN_MAGNITUDE",
     "INITS",
     "InitOptions",
     "InitScheme",
@@ -46,6 +47,7 @@ __all__ = [
     "henaff_scheme",
     "identity_",
     "identity_scheme",
+    "indrnn_scheme",
     "init_recurrent_",
     "orthogonal_",
     "orthogonal_scheme",
@@ -223,6 +225,13 @@ def cayley_(
 def _layers_or_raise(module: nn.Module, caller: str) -> list[RecurrentLayer]:
     """:func:`~bptt.weights.recurrent_layers` of ``module``; raises if there is none."""
     layers = recurrent_layers(module)
+    if not layers and recurrent_weights(module):
+        raise ValueError(
+            f"{caller} found only recurrent weights computed by a parametrisation in "
+            f"{type(module).__name__} (a cell that keeps W_hh orthogonal, such as exprnn, or an "
+            "orthogonal constraint); such a weight starts where its cell or constraint puts it: "
+            "use the 'default' scheme (no --init)"
+        )
     if not layers:
         found = [name for name, _ in module.named_parameters()]
         raise ValueError(
@@ -407,6 +416,8 @@ class InitOptions:
         generator: the random number generator to sample from, ``None`` for torch's global one.
         max_length: :math:`T_\max` of ``"chrono"``, which requires it; ``None`` if not set.
         forget_bias: the LSTM forget-gate bias of ``"forget-bias"``.
+        top_layer: whether the layer is the last of the module's recurrent layers (set by
+            :func:`init_recurrent_`; ``"indrnn"`` starts it closer to 1).
     """
 
     gain: float = 1.0
@@ -415,6 +426,7 @@ class InitOptions:
     generator: torch.Generator | None = None
     max_length: float | None = None
     forget_bias: float = 1.0
+    top_layer: bool = False
 
 
 InitScheme: TypeAlias = Callable[[RecurrentLayer, InitOptions], None]
@@ -502,6 +514,49 @@ def chrono_scheme(layer: RecurrentLayer, options: InitOptions) -> None:
     _chrono_layer(layer, max_length, options.generator)
 
 
+INDRNN_MAGNITUDE = 2.0
+r"""IndRNN's γ: a unit's gradient may grow or shrink by at most this factor over ``max_length``
+steps, :math:`\gamma^{-1/T} \le |u| \le \gamma^{1/T}` (``MAG`` in Li et al.'s code)."""
+
+
+def indrnn_scheme(layer: RecurrentLayer, options: InitOptions) -> None:
+    r"""IndRNN as published for the adding problem (Li et al. 2018): with
+    :math:`T` = ``options.max_length`` and :math:`\gamma` = :data:`INDRNN_MAGNITUDE`,
+
+    .. math::
+        u \sim \mathcal{U}(0, \gamma^{1/T}) 	ext{ (lower layers)}, \qquad
+        u \sim \mathcal{U}(\gamma^{-1/T}, \gamma^{1/T}) 	ext{ (top layer)}, \qquad
+        W_{ih} \sim \mathcal{N}(0, 	ext{input\_std}^2), \qquad b = 0.
+
+    Every unit of the top layer starts as a near-perfect integrator (:math:`u pprox 1`
+    over :math:`T` steps), the lower layers with a spread of time scales; the small input
+    weights (std 1e-3) keep the ReLU units active and the state small at the start. Pair it
+    with the bound :math:`|u| \le \gamma^{1/T}` (constraint ``"indrnn:2"``).
+
+    Raises:
+        ValueError: if ``options.max_length`` is ``None`` or < 2, or the recurrent weight
+            is not a vector (an IndRNN layer).
+    """
+    if options.max_length is None:
+        raise ValueError(
+            "the 'indrnn' initialisation expected max_length (T, the sequence length the bound "
+            "2^(1/T) is for), received None; pass init_recurrent_(..., max_length=T)"
+        )
+    length = _check_max_length(options.max_length, "indrnn_scheme")
+    if layer.weight_hh.ndim != 1:
+        raise ValueError(
+            f"the 'indrnn' initialisation expected a vector recurrent weight u (an IndRNN layer), "
+            f"received {layer.name} of shape {tuple(layer.weight_hh.shape)}; use it with --cell indrnn"
+        )
+    upper = INDRNN_MAGNITUDE ** (1.0 / length)
+    lower = 1.0 / upper if options.top_layer else 0.0
+    nn.init.uniform_(layer.weight_hh, lower, upper, generator=options.generator)
+    if layer.weight_ih is not None:
+        nn.init.normal_(layer.weight_ih, 0.0, options.input_std, generator=options.generator)
+    for bias in layer.biases:
+        nn.init.zeros_(bias)
+
+
 def forget_bias_scheme(layer: RecurrentLayer, options: InitOptions) -> None:
     """Unit forget bias: the LSTM forget-gate bias becomes ``options.forget_bias`` (see
     :func:`forget_bias_`); everything else is left as it is."""
@@ -516,6 +571,7 @@ INITS.register("henaff", henaff_scheme)
 INITS.register("cayley", cayley_scheme)
 INITS.register("chrono", chrono_scheme)
 INITS.register("forget-bias", forget_bias_scheme)
+INITS.register("indrnn", indrnn_scheme)
 
 
 def init_recurrent_(
@@ -540,7 +596,8 @@ def init_recurrent_(
     (:func:`orthogonal_scheme`), ``"identity"`` (IRNN, :func:`identity_scheme`),
     ``"henaff"`` and ``"cayley"`` (random orthogonal recurrent blocks, :func:`henaff_`,
     :func:`cayley_`), ``"chrono"`` (LSTM/GRU gate biases, :func:`chrono_`; needs
-    ``max_length``) and ``"forget-bias"`` (LSTM forget-gate bias, :func:`forget_bias_`).
+    ``max_length``), ``"forget-bias"`` (LSTM forget-gate bias, :func:`forget_bias_`) and
+    ``"indrnn"`` (IndRNN as published, :func:`indrnn_scheme`; needs ``max_length``).
 
     Args:
         module: the module whose recurrent layers to initialise (searched recursively).
@@ -573,6 +630,6 @@ def init_recurrent_(
         max_length=max_length,
         forget_bias=forget_bias,
     )
-    for layer in layers:
-        apply(layer, options)
+    for index, layer in enumerate(layers):
+        apply(layer, replace(options, top_layer=index == len(layers) - 1))
     return module

@@ -429,11 +429,12 @@ def _check_stack(cells: Sequence[AbstractCell]) -> None:
     for layer, cell in enumerate(cells):
         if not isinstance(cell, AbstractCell):
             raise TypeError(f"layer {layer}: expected an AbstractCell, got {type(cell).__name__}")
-        if type(cell) is not type(cells[0]) or cell.hidden_size != cells[0].hidden_size:
+        kind, first = parametrize.type_before_parametrizations(cell), parametrize.type_before_parametrizations(cells[0])
+        if kind is not first or cell.hidden_size != cells[0].hidden_size:
             raise ValueError(
                 f"all layers must be the same cell type and hidden size: layer 0 is "
-                f"{type(cells[0]).__name__}(hidden={cells[0].hidden_size}), layer {layer} is "
-                f"{type(cell).__name__}(hidden={cell.hidden_size})"
+                f"{first.__name__}(hidden={cells[0].hidden_size}), layer {layer} is "
+                f"{kind.__name__}(hidden={cell.hidden_size})"
             )
         if layer > 0 and cell.input_size != cells[layer - 1].hidden_size:
             raise ValueError(

@@ -14,7 +14,7 @@ from bptt.diagnostics.diagnosis import gradient_profiles
 from bptt.diagnostics.spectra import STEP_NORM_QUANTILES
 from bptt.diagnostics.trace import unrolled_twin
 
-CELLS = ["rnn-tanh", "rnn-relu", "rnn-sigmoid", "irnn", "gru", "lstm"]
+CELLS = ["rnn-tanh", "rnn-relu", "rnn-sigmoid", "irnn", "gru", "lstm", "exprnn", "exprnn-cayley", "lem", "cornn"]
 
 
 def last_step_loss(output: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -235,7 +235,8 @@ def per_use_contributions(cell: AbstractCell, x: torch.Tensor, per_step_loss):
     state = cell.init_state(batch, dtype=torch.float64)
     hiddens = []
     for t in range(steps):
-        state = torch.func.functional_call(cell, {"weight_hh": copies[t]}, (x[t], state))
+        input_part, _ = cell.gate_input(x[t], cell.hidden(state))  # W_hh enters through the projection only
+        state = cell.pointwise(input_part, cell.recurrent_projection(cell.hidden(state), copies[t]), state)
         hiddens.append(cell.hidden(state))
     losses = per_step_loss(torch.stack(hiddens))
     grads = [
@@ -247,7 +248,7 @@ def per_use_contributions(cell: AbstractCell, x: torch.Tensor, per_step_loss):
     return inner / total.square().sum()
 
 
-@pytest.mark.parametrize("cell", ["rnn-tanh", "gru", "lstm", "indrnn"])
+@pytest.mark.parametrize("cell", ["rnn-tanh", "gru", "lstm", "indrnn", "exprnn", "lem", "cornn"])
 def test_weight_gradient_by_distance_many_to_many(cell):
     torch.manual_seed(4)
     model = Recurrent.from_name(cell, 2, 4).double()
@@ -287,7 +288,7 @@ def test_weight_gradient_by_distance_many_to_one(cell):
     assert float(diagnosis.layers[0].gradient_by_distance.sum()) == pytest.approx(1.0, abs=1e-10)
 
 
-@pytest.mark.parametrize("cell", ["rnn-tanh", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn-tanh", "lstm", "gru", "exprnn", "exprnn-cayley", "lem", "cornn"])
 def test_step_norms_of_the_layer_equal_explicit_jacobians(cell):
     torch.manual_seed(6)
     model = Recurrent.from_name(cell, 2, 3).double()

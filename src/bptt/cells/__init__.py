@@ -20,6 +20,7 @@ from bptt.cells.elman import AbstractElmanCell, ElmanCell
 from bptt.cells.exprnn import ExpRNNCell
 from bptt.cells.gated import GRUCell, LSTMCell
 from bptt.cells.indrnn import IndRNNCell
+from bptt.cells.oscillators import CORNN_DT, CORNN_EPSILON, CORNN_GAMMA, LEM_DT, CoRNNCell, LEMCell
 from bptt.cells.skip import ResidualElmanCell, SkipElmanCell
 from bptt.cells.torch_modes import TORCH_MODES, TorchMode
 
@@ -29,10 +30,12 @@ __all__ = [
     "AbstractCell",
     "AbstractElmanCell",
     "CellSpec",
+    "CoRNNCell",
     "ElmanCell",
     "ExpRNNCell",
     "GRUCell",
     "IndRNNCell",
+    "LEMCell",
     "LSTMCell",
     "OptionValue",
     "ResidualElmanCell",
@@ -109,8 +112,9 @@ CELLS.register(
     "indrnn",
     CellSpec(
         IndRNNCell,
-        "default",
-        "independently recurrent ReLU units, |u| <= 2^(1/T) (Li et al. 2018)",
+        "indrnn",
+        "independently recurrent ReLU units, |u| <= 2^(1/T), initialised as published (Li et al. 2018); "
+        "stack two with --layers 2",
         constraint="indrnn:2",
     ),
 )
@@ -143,6 +147,27 @@ for _name, _map in (("exprnn", "matrix_exp"), ("exprnn-cayley", "cayley")):
             long_memory=True,
         ),
     )
+CELLS.register(
+    "lem",
+    CellSpec(
+        LEMCell,
+        "default",
+        "long expressive memory: multiscale ODE with learned time steps (Rusch et al. 2022); 'lem:dt=0.0242'",
+        options={"dt": LEM_DT},
+        long_memory=True,
+    ),
+)
+CELLS.register(
+    "cornn",
+    CellSpec(
+        CoRNNCell,
+        "default",
+        "coupled oscillators, bounded gradients (Rusch & Mishra 2021); 'cornn:dt=0.042,gamma=2.7,epsilon=4.7'",
+        options={"dt": CORNN_DT, "gamma": CORNN_GAMMA, "epsilon": CORNN_EPSILON},
+        long_memory=True,
+    ),
+)
+
 
 def _parse_option(base: str, name: str, text: str, default: OptionValue) -> OptionValue:
     """The value of option ``name`` written as ``text``, of the type of its default."""

@@ -113,10 +113,13 @@ class AbstractCell(nn.Module, abc.ABC):
 
     def gate_input(self, x_t: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         """The input and recurrent projections ``W_ih x_t + b_ih`` and ``W_hh h + b_hh``."""
-        return (
-            nn.functional.linear(x_t, self.weight_ih, self.bias_ih),
-            nn.functional.linear(h, self.weight_hh, self.bias_hh),
-        )
+        return nn.functional.linear(x_t, self.weight_ih, self.bias_ih), self.recurrent_projection(h, self.weight_hh)
+
+    def recurrent_projection(self, h: Tensor, weight: Tensor) -> Tensor:
+        """``weight h + b_hh`` for a recurrent weight ``weight`` shaped like ``weight_hh``: the
+        only place the recurrent weight enters a step (diagnostics differentiate a step
+        with respect to it through this method)."""
+        return nn.functional.linear(h, weight, self.bias_hh)
 
     def init_state(
         self,
@@ -165,6 +168,17 @@ class AbstractCell(nn.Module, abc.ABC):
         This split makes the step's Jacobian :math:`J = A\\, W_{hh} + C` with ``A`` and ``C``
         unit-wise (see :class:`bptt.diagnostics.jacobian.CellSteps`).
         """
+
+    def slope(self, gates: dict[str, Tensor]) -> Tensor | None:
+        """The derivative :math:`f'` of the cell's one nonlinearity at its pre-activation
+        (from :meth:`gates`), ``(N, H)``; ``None`` for a cell with several gates. Diagnostics
+        read saturation and dead units from it."""
+        return None
+
+    @property
+    def piecewise_linear(self) -> bool:
+        """Whether :meth:`slope` is 0 or 1 only (ReLU, modReLU): a unit can then be dead."""
+        return False
 
     def hidden(self, state: State) -> Tensor:
         """The hidden vector ``h_t`` (the cell's output) inside a state, shape ``(B, H)``."""

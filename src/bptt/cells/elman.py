@@ -56,6 +56,13 @@ class AbstractElmanCell(AbstractCell):
         """``f'(z)``, the diagonal of :math:`\\partial f(z_t) / \\partial z_t`."""
         return self.activation.derivative(z)
 
+    def slope(self, gates: dict[str, Tensor]) -> Tensor:
+        return self.derivative(gates["z"])
+
+    @property
+    def piecewise_linear(self) -> bool:
+        return self.nonlinearity == "relu"
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, nonlinearity={self.nonlinearity!r}"
 

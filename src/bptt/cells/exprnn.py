@@ -113,6 +113,13 @@ class ExpRNNCell(AbstractCell):
         """modReLU's derivative at ``z`` with this cell's bias (:func:`modrelu_derivative`)."""
         return modrelu_derivative(z, self.modrelu_bias)
 
+    def slope(self, gates: dict[str, Tensor]) -> Tensor:
+        return self.derivative(gates["z"])
+
+    @property
+    def piecewise_linear(self) -> bool:
+        return True
+
     def orthogonality_error(self) -> float:
         r""":math:`\|B^\top B - I\|_{\max}`, the largest entry of the recurrent matrix's departure
         from orthogonality (float32 rounding alone gives about 1e-6)."""

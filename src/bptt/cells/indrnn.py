@@ -57,11 +57,10 @@ class IndRNNCell(AbstractElmanCell):
             nn.init.zeros_(self.bias_ih)
             nn.init.zeros_(self.bias_hh)
 
-    def gate_input(self, x_t: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        recurrent = h * self.weight_hh
-        if self.bias_hh is not None:
-            recurrent = recurrent + self.bias_hh
-        return nn.functional.linear(x_t, self.weight_ih, self.bias_ih), recurrent
+    def recurrent_projection(self, h: Tensor, weight: Tensor) -> Tensor:
+        """``u ⊙ h + b_hh`` for the vector ``u = weight``."""
+        recurrent = h * weight
+        return recurrent if self.bias_hh is None else recurrent + self.bias_hh
 
     def pointwise(self, input_part: Tensor, recurrent_part: Tensor, state: Tensor) -> Tensor:
         return self.activate(input_part, recurrent_part, state)

@@ -13,7 +13,7 @@ from typing import final
 from torch import Tensor
 
 from bptt.activations import activation
-from bptt.cells import AbstractCell, AbstractElmanCell, unflatten_state
+from bptt.cells import AbstractCell, unflatten_state
 
 __all__ = ["SATURATED_SLOPE", "Activity", "activity"]
 
@@ -27,10 +27,11 @@ class Activity:
     """The activity statistics of one layer over its valid steps.
 
     Attributes:
-        derivative_norm: Elman cells: median of :math:`\\|\\mathrm{diag} f'(z_t)\\|_2`.
-        saturation: Elman tanh/sigmoid: fraction of units with :math:`f' <` :data:`SATURATED_SLOPE`;
-            ReLU: fraction of inactive units (:math:`z \\le 0`).
-        dead_units: ReLU: fraction of units inactive at every step of every sample.
+        derivative_norm: cells with one nonlinearity (Elman, expRNN): median of
+            :math:`\\|\\mathrm{diag} f'(z_t)\\|_2`.
+        saturation: tanh/sigmoid: fraction of units with :math:`f' <` :data:`SATURATED_SLOPE`;
+            ReLU, modReLU: fraction of inactive units (:math:`f' = 0`).
+        dead_units: ReLU, modReLU: fraction of units inactive at every step of every sample.
         gates: gated cells: per gate, its ``mean`` and ``saturated`` fraction.
     """
 
@@ -41,7 +42,7 @@ class Activity:
 
 
 def activity(cell: AbstractCell, inputs: Tensor, previous: Tensor, valid: Tensor) -> Activity:
-    """Saturation and dead units (Elman cells), gate statistics (gated cells).
+    """Saturation and dead units (cells with one nonlinearity), gate statistics (gated cells).
 
     Args:
         cell: the layer's cell.
@@ -52,14 +53,14 @@ def activity(cell: AbstractCell, inputs: Tensor, previous: Tensor, valid: Tensor
     rows_s = unflatten_state(previous.flatten(0, 1), cell.hidden_size)
     gates = cell.gates(inputs.flatten(0, 1), rows_s)
     rows = valid.flatten()
-    if isinstance(cell, AbstractElmanCell):
-        z = gates["z"][rows]
-        derivative = cell.derivative(z)
-        norm = float(derivative.amax(-1).median())
-        if cell.nonlinearity == "relu":
-            active = z > 0
-            return Activity(norm, float((~active).float().mean()), float((~active.any(0)).float().mean()))
-        return Activity(norm, float((derivative < SATURATED_SLOPE).float().mean()))
+    slope = cell.slope(gates)
+    if slope is not None:
+        slope = slope[rows]
+        norm = float(slope.amax(-1).median())
+        if cell.piecewise_linear:
+            inactive = slope == 0
+            return Activity(norm, float(inactive.float().mean()), float(inactive.all(0).float().mean()))
+        return Activity(norm, float((slope < SATURATED_SLOPE).float().mean()))
     statistics = {}
     for name, kind in cell.gate_activations.items():
         value = gates[name][rows]

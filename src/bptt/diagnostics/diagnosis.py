@@ -318,4 +318,4 @@ def _diagnose_layer(
 def _describe_cell(cell: AbstractCell) -> str:
     if isinstance(cell, AbstractElmanCell):
         return f"Elman({cell.nonlinearity})"
-    return type(cell).__name__.removesuffix("Cell")
+    return parametrize.type_before_parametrizations(cell).__name__.removesuffix("Cell")

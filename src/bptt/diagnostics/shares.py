@@ -14,7 +14,7 @@ from functools import partial
 
 import torch
 from torch import Tensor
-from torch.func import functional_call, jvp
+from torch.func import jvp
 
 from bptt.cells import AbstractCell, flatten_state, unflatten_state
 from bptt.gradient_profile import sum_by_distance
@@ -111,9 +111,11 @@ def weight_tangents(
     steps, batch = inputs.shape[:2]
     rows_x = inputs.flatten(0, 1)
     rows_s = unflatten_state(previous.flatten(0, 1), cell.hidden_size)
+    h = cell.hidden(rows_s)
+    input_part, _ = cell.gate_input(rows_x, h)
 
     def state_for(weight: Tensor) -> Tensor:
-        return flatten_state(functional_call(cell, {"weight_hh": weight}, (rows_x, rows_s)))
+        return flatten_state(cell.pointwise(input_part, cell.recurrent_projection(h, weight), rows_s))
 
     weight = cell.weight_hh.detach()
     _, tangent = jvp(state_for, (weight,), (weight_grad.to(weight.dtype),))

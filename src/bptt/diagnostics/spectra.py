@@ -24,6 +24,7 @@ from torch import Tensor
 
 from bptt.cells import AbstractCell
 from bptt.diagnostics.jacobian import (
+    BLOCK,
     CellSteps,
     WholeCellSteps,
     cell_steps,
@@ -81,7 +82,7 @@ def step_norms(steps: SampledSteps, iterations: int, tolerance: float, generator
     """
     return step_spectral_norms(
         steps.jacobians, steps.inputs, steps.previous, mask=steps.mask,
-        iterations=iterations, tolerance=tolerance, generator=generator,
+        iterations=iterations, tolerance=tolerance, block=BLOCK, generator=generator,
     )  # fmt: skip
 
 
