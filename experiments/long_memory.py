@@ -9,7 +9,7 @@ after training, and the wall time per optimizer step. Runs already finished unde
 read back, and a run that was interrupted resumes from its last checkpoint, so a stopped table
 continues where it stopped when started again with the same arguments.
 
-    python experiments/long_memory.py                      # the full table (many hours on 2 cores)
+    python experiments/long_memory.py                      # the full table (an estimated 15-20 h on 2 cores)
     python experiments/long_memory.py --quick --rows lstm lem --tasks adding   # a smoke test, T = 100
 
 Writes ``OUT/long_memory-TASKS.json`` and prints a Markdown table (also ``.md``).
