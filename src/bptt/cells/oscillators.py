@@ -10,11 +10,14 @@ projections followed by a unit-wise update (:attr:`~bptt.cells.AbstractCell.unit
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar, Final, final
 
 import torch
 from torch import Tensor, nn
 
+from bptt.autograd import cornn_bptt, lem_bptt
+from bptt.autograd.oscillators import check_option
 from bptt.cells.base import AbstractCell
 
 LEM_DT: Final = 0.0242
@@ -32,22 +35,8 @@ CORNN_EPSILON: Final = 15.0
 """coRNN's default damping :math:`\\epsilon`, the authors' default for the adding problem."""
 
 
-def _option(
-    cell: str, name: str, value: object, meaning: str, example: float, *, positive: bool, at_most: float | None = None
-) -> float:
-    """``value`` as a float, or ``ValueError`` saying what was expected, what was received and the fix."""
-    if at_most is not None:
-        bound = f"in (0, {at_most:g}]"
-    else:
-        bound = "> 0" if positive else ">= 0"
-    number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-    above = number > 0 if positive else number >= 0
-    if not (math.isfinite(number) and above and (at_most is None or number <= at_most)):
-        raise ValueError(
-            f"{cell} expected {name} ({meaning}) to be a finite number {bound}, received {value!r}; "
-            f"pass e.g. {name}={example!r} (the authors' default for the adding problem)"
-        )
-    return number
+def _fix(name: str, default: float) -> str:
+    return f"pass e.g. {name}={default!r} (the authors' default for the adding problem)"
 
 
 def _zero_pair(
@@ -86,7 +75,7 @@ class LEMCell(AbstractCell):
     :math:`b`'s). The authors' code has the same parameters with the blocks stacked as
     :math:`(\Delta t_2, \Delta t_1, y, z)` and :math:`(\Delta t_2, \Delta t_1, z)`, and draws
     every one from :math:`\mathcal{U}(-1/\sqrt{H}, 1/\sqrt{H})`, as :meth:`reset_parameters`
-    does.
+    does. A layer of them runs through the explicit BPTT of :func:`bptt.autograd.lem_bptt`.
 
     Args:
         input_size: number of input features ``I``.
@@ -113,7 +102,7 @@ class LEMCell(AbstractCell):
     }
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, dt: float = LEM_DT) -> None:
-        step = _option("LEMCell", "dt", dt, "the largest time step", LEM_DT, positive=True, at_most=1.0)
+        step = check_option("LEMCell", "dt", dt, "the largest time step", _fix("dt", LEM_DT), positive=True, at_most=1)
         super().__init__(input_size, hidden_size, bias)
         self.dt = step
         self.weight_zh = nn.Parameter(torch.empty(hidden_size, hidden_size))
@@ -168,6 +157,18 @@ class LEMCell(AbstractCell):
         gates = {"dt_z": dt_z, "dt_y": dt_y, "candidate_z": candidate_z, "candidate_y": candidate_y}
         return gates, y_new, z_new
 
+    def explicit_bptt(
+        self,
+        inputs: Tensor,
+        state: tuple[Tensor, Tensor],
+        mask: Tensor | None = None,
+        on_profile: Callable[[Tensor], None] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        return lem_bptt(
+            inputs, *state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.weight_zh,
+            self.bias_zh, self.dt, mask=mask, on_profile=on_profile,
+        )  # fmt: skip
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, dt={self.dt:g}"
 
@@ -195,7 +196,9 @@ class CoRNNCell(AbstractCell):
     authors' code holds :math:`V, \mathcal{W}, W, b` in one :class:`torch.nn.Linear` of
     ``I + 2H`` inputs, so :meth:`reset_parameters` draws every weight and ``bias_ih`` from
     :math:`\mathcal{U}(-1/\sqrt{I + 2H}, 1/\sqrt{I + 2H})` and sets ``bias_hh`` to zero
-    (their one bias has that distribution).
+    (their one bias has that distribution). A layer of them runs through the explicit BPTT
+    of :func:`bptt.autograd.cornn_bptt`.
+
 
     Args:
         input_size: number of input features ``I``.
@@ -231,9 +234,13 @@ class CoRNNCell(AbstractCell):
         gamma: float = CORNN_GAMMA,
         epsilon: float = CORNN_EPSILON,
     ) -> None:
-        step = _option("CoRNNCell", "dt", dt, "the time step", CORNN_DT, positive=True)
-        restoring = _option("CoRNNCell", "gamma", gamma, "the restoring force", CORNN_GAMMA, positive=False)
-        damping = _option("CoRNNCell", "epsilon", epsilon, "the damping", CORNN_EPSILON, positive=False)
+        step = check_option("CoRNNCell", "dt", dt, "the time step", _fix("dt", CORNN_DT), positive=True)
+        restoring = check_option(
+            "CoRNNCell", "gamma", gamma, "the restoring force", _fix("gamma", CORNN_GAMMA), positive=False
+        )
+        damping = check_option(
+            "CoRNNCell", "epsilon", epsilon, "the damping", _fix("epsilon", CORNN_EPSILON), positive=False
+        )
         super().__init__(input_size, hidden_size, bias)
         self.dt, self.gamma, self.epsilon = step, restoring, damping
         self.weight_zh = nn.Parameter(torch.empty(hidden_size, hidden_size))
@@ -274,6 +281,18 @@ class CoRNNCell(AbstractCell):
         drive = self.gate_values(input_part, recurrent_part, state)["drive"]
         z_new = z + self.dt * (drive - self.gamma * y - self.epsilon * z)
         return y + self.dt * z_new, z_new
+
+    def explicit_bptt(
+        self,
+        inputs: Tensor,
+        state: tuple[Tensor, Tensor],
+        mask: Tensor | None = None,
+        on_profile: Callable[[Tensor], None] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        return cornn_bptt(
+            inputs, *state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.weight_zh,
+            self.dt, self.gamma, self.epsilon, mask=mask, on_profile=on_profile,
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, dt={self.dt:g}, gamma={self.gamma:g}, epsilon={self.epsilon:g}"
