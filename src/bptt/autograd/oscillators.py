@@ -260,7 +260,6 @@ class LEMBPTTFunction(torch.autograd.Function):
     the local factors of :math:`u_t`, :data:`CHUNK` steps at a time, which the recursion
     turns into :math:`u_t` in place; it keeps every :math:`\\delta_t` only when a profile is
     recorded.
-
     """
 
     @staticmethod
