@@ -571,3 +571,12 @@ def test_the_indrnn_scheme_is_the_published_initialisation():
         init_recurrent_(model, "indrnn")
     with pytest.raises(ValueError, match="expected a vector recurrent weight"):
         init_recurrent_(torch.nn.RNN(2, 3), "indrnn", max_length=100)
+
+
+@pytest.mark.parametrize("scheme", ["chrono", "forget-bias"])
+def test_gate_bias_schemes_refuse_a_cell_with_its_own_gate_layout(scheme):
+    lem = Recurrent.from_name("lem", 2, 4)  # weight_ih (4H, I) but weight_hh (3H, H): not a GRU
+    before = [p.detach().clone() for p in lem.parameters()]
+    with pytest.raises(ValueError, match="expected torch's gate layout"):
+        init_recurrent_(lem, scheme, max_length=100)
+    assert all(torch.equal(a, b) for a, b in zip(before, lem.parameters(), strict=True))

@@ -255,6 +255,13 @@ def _gate_biases(
     gates. A layer with a single bias (not torch's layout) gets the whole value in it.
     """
     num_gates = 4 if layer.projection is not None else layer.num_gates
+    if layer.weight_ih is not None and layer.weight_ih.shape[0] != layer.weight_hh.shape[0]:
+        raise ValueError(
+            f"{caller} expected torch's gate layout, the same gate blocks in weight_ih "
+            f"and weight_hh, received {layer.name} with weight_ih of {layer.weight_ih.shape[0]} rows and "
+            f"weight_hh of shape {tuple(layer.weight_hh.shape)} (a cell with its own gates, such as lem); "
+            "gate-bias initialisations fit LSTM and GRU cells only: choose another --init"
+        )
     if num_gates not in gates:
         kind = {1: "an Elman (ungated)"}.get(num_gates) or (
             f"a {_GATED[num_gates]}" if num_gates in _GATED else f"a {num_gates}-gate"
