@@ -25,6 +25,24 @@ def test_tasks_lists_every_task_with_its_baseline(capsys):
     assert "0.1667" in out  # the adding problem's trivial baseline
 
 
+def test_cells_lists_every_cell_with_its_options(capsys):
+    from bptt.cells import CELLS
+
+    assert main(["cells"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in CELLS.names())
+    assert "dt=0.06,gamma=66.0,epsilon=15.0" in out and "init=henaff" in out
+
+
+def test_train_takes_cell_options_and_a_slow_learning_rate(tmp_path):
+    run = tmp_path / "r"
+    assert main(["train", "adding", *TINY, "--cell", "lem:dt=0.05", "--out", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text())["cell"] == "lem:dt=0.05"
+    run = tmp_path / "x"
+    assert main(["train", "copy", *TINY, "--cell", "exprnn", "--slow-lr-factor", "0.5", "--out", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text())["slow_lr_factor"] == 0.5
+
+
 def test_train_writes_a_run_and_gives_a_verdict(tmp_path, capsys):
     assert main(["train", "adding", *TINY, "--cell", "gru", "--clip-norm", "1", "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out

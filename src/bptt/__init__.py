@@ -5,9 +5,12 @@ from bptt.builders import build_model
 from bptt.cells import (
     CELLS,
     AbstractCell,
+    CoRNNCell,
     ElmanCell,
+    ExpRNNCell,
     GRUCell,
     IndRNNCell,
+    LEMCell,
     LSTMCell,
     ResidualElmanCell,
     SkipElmanCell,
@@ -25,18 +28,21 @@ from bptt.diagnostics import (
 )
 from bptt.models import LastStepHead, PerStepHead, SequenceModel
 from bptt.recurrent import Recurrent
-from bptt.training import RunResult, train
+from bptt.training import RunResult, parameter_groups, train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CELLS",
     "AbstractCell",
+    "CoRNNCell",
     "Diagnosis",
     "ElmanCell",
+    "ExpRNNCell",
     "GRUCell",
     "GradientProfile",
     "IndRNNCell",
+    "LEMCell",
     "LSTMCell",
     "LastStepHead",
     "PerStepHead",
@@ -53,6 +59,7 @@ __all__ = [
     "effective_horizon",
     "elman_bptt",
     "gradient_profiles",
+    "parameter_groups",
     "train",
     "watch",
 ]

@@ -100,6 +100,14 @@ def test_cell_names_and_arguments():
         make_cell("lstm:2", 2, 3)
     with pytest.raises(ValueError, match="skip must be a positive integer"):
         SkipElmanCell(2, 3, skip=0)
+    cornn = make_cell("cornn:dt=0.042:gamma=2.7:epsilon=4.7", 2, 3)  # colons: one item of a comma list
+    assert (cornn.dt, cornn.gamma, cornn.epsilon) == (0.042, 2.7, 4.7)
+    assert make_cell("cornn:gamma=3", 2, 3).dt == CELLS.get("cornn").options["dt"]
+    assert cell_spec("exprnn:init=cayley")[1] == {"init": "cayley"}
+    with pytest.raises(ValueError, match="has no option 'beta'; its options are dt="):
+        make_cell("lem:beta=2", 2, 3)
+    with pytest.raises(ValueError, match="expected a finite number"):
+        make_cell("lem:dt=nan", 2, 3)
 
 
 @pytest.mark.parametrize("name", ["ortho-rnn", "indrnn"])

@@ -59,8 +59,9 @@ OptionValue = float | int | str
 class CellSpec:
     """How to build a cell known by name.
 
-    A name may carry options after a colon, ``"lem:dt=0.05"``,
-    ``"cornn:dt=0.042,gamma=2.7,epsilon=4.7"``; a cell with one main option also takes its
+    A name may carry options, each after a colon, ``"lem:dt=0.05"``,
+    ``"cornn:dt=0.042:gamma=2.7:epsilon=4.7"`` (colons, so that a name stays one item of a
+    comma-separated list of configurations); a cell with one main option also takes its
     value bare, ``"skip-rnn:8"``.
 
     Args:
@@ -162,7 +163,7 @@ CELLS.register(
     CellSpec(
         CoRNNCell,
         "default",
-        "coupled oscillators, bounded gradients (Rusch & Mishra 2021); 'cornn:dt=0.042,gamma=2.7,epsilon=4.7'",
+        "coupled oscillators, bounded gradients (Rusch & Mishra 2021); 'cornn:dt=0.042:gamma=2.7:epsilon=4.7'",
         options={"dt": CORNN_DT, "gamma": CORNN_GAMMA, "epsilon": CORNN_EPSILON},
         long_memory=True,
     ),
@@ -200,7 +201,7 @@ def cell_spec(name: str) -> tuple[CellSpec, dict[str, OptionValue]]:
     if not spec.options:
         raise ValueError(f"cell {base!r} takes no options, received {name!r}; write {base!r}")
     options: dict[str, OptionValue] = {}
-    for item in text.split(","):
+    for item in text.split(":"):
         key, equals, value = item.partition("=")
         if not equals:  # a bare value sets the main option
             key, value = next(iter(spec.options)), item

@@ -18,7 +18,7 @@ def run_cells(args: argparse.Namespace) -> int:
         spec = CELLS.get(name)
         options = ",".join(f"{key}={value}" for key, value in spec.options.items()) or "-"
         print(f"{name:14} {options:34} {spec.description}")
-    print("\noptions go after a colon: --cell lem:dt=0.05, --cell cornn:dt=0.042,gamma=2.7,epsilon=4.7")
+    print("\noptions go after colons: --cell lem:dt=0.05, --cell cornn:dt=0.042:gamma=2.7:epsilon=4.7")
     return 0
 
 

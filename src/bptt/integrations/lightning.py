@@ -34,6 +34,8 @@ Any LightningModule holding a ``torch.nn.RNN`` / ``GRU`` / ``LSTM`` or a bptt
             return nn.functional.mse_loss(self(x), y)
 
         def configure_optimizers(self):
+            # bptt.parameter_groups(self, 1e-3) instead of self.parameters() gives a bptt
+            # cell's slow parameters (expRNN's skew-symmetric one) their own learning rate
             return torch.optim.Adam(self.parameters(), lr=1e-3)
 
 
