@@ -16,8 +16,11 @@ the gradient norm of each layer's parameters.
 
 The model is an :class:`torch.nn.Sequential` whose children are the layers: group a linear
 map and its activation into one child (``nn.Sequential(nn.Linear(n, n), nn.Tanh())``) to get
-one entry per layer. Layers must treat the rows of the batch independently (no batch
-normalisation in training mode) for the per-sample Jacobians to be what they say.
+one entry per layer. Children without parameters (``nn.Flatten``, an activation, ``nn.Identity``,
+``nn.Dropout`` in eval mode) are layers like any other, first, in the middle or last: the input
+itself is the bottom of the recursion, so :math:`\delta_l` is defined whatever lies below layer l.
+Layers must treat the rows of the batch independently (no batch normalisation in training mode)
+for the per-sample Jacobians to be what they say.
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ class DepthDiagnosis:
             or grows (> 1) going down.
         step_norms: :math:`\sigma_{\max}(J_l)` of each layer's input-output Jacobian, per
             diagnosed sample, shape ``(L, n)`` (power iteration).
-        parameter_grad_norms: the norm of the gradient of each layer's parameters (0 for a
-            layer without parameters), shape ``(L,)``.
+        parameter_grad_norms: the norm of the gradient of each layer's trainable parameters
+            (0 for a layer without any, e.g. a Flatten or a frozen layer), shape ``(L,)``.
         verdict: vanishing / exploding / healthy, from the gradient at the bottom layer
             relative to the top one.
     """
@@ -135,7 +138,9 @@ def diagnose_depth(
 
     Raises:
         TypeError: if ``model`` is not an :class:`torch.nn.Sequential`.
-        ValueError: if it has fewer than two layers, or the loss is not a scalar.
+        ValueError: if it has fewer than two layers, the inputs are not floating point, a
+            layer's output does not depend differentiably on its input, or the loss is not a
+            scalar.
     """
     if not isinstance(model, nn.Sequential):
         raise TypeError(
@@ -147,12 +152,21 @@ def diagnose_depth(
         raise ValueError(f"expected a stack of at least 2 layers, got {len(names)}")
     if not 0 < tolerance < 1:
         raise ValueError(f"tolerance must lie in (0, 1), got {tolerance}")
+    if not inputs.is_floating_point():
+        raise ValueError(
+            f"diagnose_depth differentiates every layer with respect to its input, so it needs "
+            f"floating-point inputs, got {inputs.dtype}; diagnose the layers above the first one on "
+            "its output, e.g. for an nn.Embedding first: diagnose_depth(model[1:], model[0](inputs), targets)"
+        )
     loss_fn = nn.functional.mse_loss if loss_fn is None else loss_fn
     layers = list(model.children())
     with torch.enable_grad():
-        outputs, current = [], inputs
-        for layer in layers:
+        # a_0 is a leaf of its own, so that every a_l lies on the graph even when nothing
+        # below it has a parameter to differentiate (a Flatten first, a frozen first layer)
+        outputs, current = [], inputs.detach().requires_grad_()
+        for name, layer in zip(names, layers, strict=True):
             current = layer(current)
+            _check_output(name, layer, current)
             outputs.append(current)
         loss = loss_fn(current, targets)
         if not isinstance(loss, Tensor) or loss.numel() != 1 or not loss.requires_grad:
@@ -198,6 +212,21 @@ def diagnose_depth(
         step_norms=step_norms,
         parameter_grad_norms=torch.stack(norms).detach(),
         verdict=_verdict(profile, tolerance, horizon),
+    )
+
+
+def _check_output(name: str, layer: nn.Module, output: object) -> None:
+    """Refuse a layer whose output is not a tensor on the graph of its input."""
+    if not isinstance(output, Tensor):
+        received = f"a {type(output).__name__}"
+    elif not output.requires_grad:
+        received = "a tensor that does not depend differentiably on its input (detached or not floating point)"
+    else:
+        return
+    raise ValueError(
+        f"diagnose_depth needs every layer to return a tensor differentiable in its input, but layer "
+        f"{name} ({type(layer).__name__}) returned {received}; make it one child with the layer that "
+        "consumes its output, or diagnose the layers above it on its output"
     )
 
 
