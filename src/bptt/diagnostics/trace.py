@@ -21,7 +21,7 @@ from bptt.cells import TORCH_MODES, AbstractCell
 from bptt.gradient_profile import GradientProfile
 from bptt.recurrent import LayerTape, Recurrent
 
-__all__ = ["TapedLayer", "profiling", "recurrent_modules", "taping", "unrolled_twin"]
+__all__ = ["TapedLayer", "module_label", "profiling", "recurrent_modules", "taping", "unrolled_twin"]
 
 
 @final
@@ -67,8 +67,11 @@ def unrolled_twin(module: nn.RNNBase) -> Recurrent:
     tensor the parametrisation computes now: build the twin inside
     :func:`torch.nn.utils.parametrize.cached` so that it is the one the module uses. The
     twin follows the module's ``batch_first``, ``dropout`` and training mode.
+
+    Raises:
+        ValueError: if ``module`` is bidirectional or projected (``proj_size``).
     """
-    _check_supported(type(module).__name__, module)
+    _check_supported("", module)
     cells = []
     for layer in range(module.num_layers):
         input_size = module.input_size if layer == 0 else module.hidden_size
@@ -169,14 +172,20 @@ def _twin_cell(mode: str, input_size: int, hidden_size: int, bias: bool) -> Abst
     return TORCH_MODES.get(mode).cell(input_size, hidden_size, bias)
 
 
-def _check_supported(name: str, module: nn.RNNBase) -> None:
+def module_label(path: str, module: nn.Module) -> str:
+    """How a message names ``module``: by its path inside the model (``"encoder.lstm"``), or as
+    ``"the model (LSTM)"`` when it is the model itself (the empty path of ``named_modules``)."""
+    return path if path else f"the model ({type(module).__name__})"
+
+
+def _check_supported(path: str, module: nn.RNNBase) -> None:
     if module.bidirectional:
         raise ValueError(
-            f"{name} is bidirectional; bptt diagnoses unidirectional layers only. Diagnose "
-            "each direction as its own unidirectional module"
+            f"{module_label(path, module)} is bidirectional; bptt diagnoses unidirectional layers only. "
+            "Diagnose each direction as its own unidirectional module"
         )
     if getattr(module, "proj_size", 0):
         raise ValueError(
-            f"{name} has proj_size={module.proj_size}; LSTMs with projections are not "
+            f"{module_label(path, module)} has proj_size={module.proj_size}; LSTMs with projections are not "
             "supported by the diagnostics yet"
         )
