@@ -95,6 +95,8 @@ def test_the_skew_parameter_trains_at_a_tenth_of_the_learning_rate():
         ({"cell": "lem:dt=-0.1"}, "dt"),
         ({"cell": "cornn:dt=0"}, "dt"),
         ({"cell": "lem:dt=fast"}, "expected a number"),
+        ({"cell": "exprnn", "constraint": "orthogonal"}, "ExpRNNCell.weight_hh, already computed by OrthogonalBlocks"),
+        ({"cell": "indrnn", "constraint": "cayley"}, "needs square blocks"),
     ],
 )
 def test_bad_cell_options_and_factors_fail_before_any_run_directory(changes, message, tmp_path):

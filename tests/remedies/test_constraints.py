@@ -182,7 +182,7 @@ def test_specs_and_errors():
         OrthogonalConstraint().attach(IndRNNCell(2, 3))
     rnn = nn.RNN(2, 3)
     OrthogonalConstraint().attach(rnn)
-    with pytest.raises(ValueError, match="already constrained"):
+    with pytest.raises(ValueError, match="already computed by OrthogonalBlocks; attach a constraint once"):
         OrthogonalConstraint().attach(rnn)
     with pytest.raises(ValueError, match="would be undone"):
         SpectralBound(1.0).project_(rnn)
@@ -197,5 +197,5 @@ def test_cayley_constraint_registers_the_cayley_map():
     assert isinstance(blocks, OrthogonalBlocks) and blocks.orthogonal_map == "cayley"
     assert orthogonality_error(module.weight_hh_l0.detach()) < 1e-5
     constraint.project_(module)  # a no-op for a parametrisation
-    with pytest.raises(ValueError, match="already constrained"):
+    with pytest.raises(ValueError, match="already computed by OrthogonalBlocks; attach a constraint once"):
         CayleyConstraint().attach(module)

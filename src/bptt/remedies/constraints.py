@@ -105,9 +105,12 @@ def _attach_orthogonal(module: nn.Module, orthogonal_map: str, caller: str) -> n
     """Register :class:`OrthogonalBlocks` with ``orthogonal_map`` on every recurrent weight."""
     for owner, name in _weights_or_raise(module, caller):
         if parametrize.is_parametrized(owner, name):
+            kinds = ", ".join(type(p).__name__ for p in owner.parametrizations[name])
             raise ValueError(
-                f"{type(owner).__name__}.{name} is already constrained "
-                f"({owner.parametrizations[name]}); attach a constraint once"
+                f"{caller} expected an unconstrained recurrent weight, received "
+                f"{parametrize.type_before_parametrizations(owner).__name__}.{name}, already computed by "
+                f"{kinds}; attach a constraint once (a cell such as exprnn keeps its W_hh orthogonal "
+                "itself: give it no --constraint)"
             )
         weight = getattr(owner, name)
         blocks = _gate_blocks(weight, owner, name, caller)
