@@ -312,6 +312,41 @@ def test_a_bptt_model_with_bptt_batches_is_watched_and_tensorboard_gets_text_and
     torch.testing.assert_close(resumed.clipper.norms, callback.clipper.norms)
 
 
+class LongMemoryRegressor(pl.LightningModule):
+    """A bptt long-memory cell in a LightningModule, its optimizer built from parameter groups."""
+
+    def __init__(self, cell: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.model = bptt.SequenceModel(bptt.Recurrent.from_name(cell, 2, 8), LastStepHead(8, 1))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(x, lengths)
+
+    def training_step(self, batch, batch_idx):
+        return nn.functional.mse_loss(self(batch.inputs, batch.lengths), batch.targets)
+
+    def configure_optimizers(self):
+        return torch.optim.RMSprop(bptt.parameter_groups(self, 1e-2))
+
+
+@pytest.mark.parametrize("cell", ["exprnn", "lem", "cornn"])
+def test_the_long_memory_cells_train_and_are_diagnosed_under_lightning(tmp_path, cell):
+    task = bptt.tasks.get_task("adding", STEPS)
+    generator = torch.Generator().manual_seed(0)
+    batches = [task.sample(BATCH, generator) for _ in range(2)]
+    module = LongMemoryRegressor(cell)
+    callback = BPTTCallback(every=1)
+    trainer = fit(
+        tmp_path, module, callback, steps=2,
+        data=DataLoader(batches, batch_size=None, collate_fn=lambda batch: batch),
+    )  # fmt: skip
+    rates = [group["lr"] for group in trainer.optimizers[0].param_groups]
+    assert rates == ([1e-2, pytest.approx(1e-3)] if cell == "exprnn" else [1e-2])
+    assert [r["step"] for r in callback.diagnoses] == [0, 1]
+    assert callback.diagnoses[-1]["layers"][0]["horizon"] >= 1
+
+
 def test_unpack_default_names_the_way_out_for_other_batches():
     x, y = torch.zeros(2, 3, 1), torch.zeros(2, 1)
     assert unpack_default([x, y, "extra"]) == (x, y, None)
