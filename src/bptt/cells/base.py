@@ -83,7 +83,7 @@ class AbstractCell(nn.Module, abc.ABC):
         self.weight_hh = nn.Parameter(torch.empty(self._recurrent_weight_shape()))
         if bias:
             self.bias_ih = nn.Parameter(torch.empty(rows))
-            self.bias_hh = nn.Parameter(torch.empty(rows))
+            self.bias_hh = nn.Parameter(torch.empty(self._recurrent_weight_shape()[0]))
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)

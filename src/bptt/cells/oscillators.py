@@ -103,18 +103,19 @@ class LEMCell(AbstractCell):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, dt: float = LEM_DT) -> None:
         step = check_option("LEMCell", "dt", dt, "the largest time step", _fix("dt", LEM_DT), positive=True, at_most=1)
-        super().__init__(input_size, hidden_size, bias)
         self.dt = step
-        self.weight_zh = nn.Parameter(torch.empty(hidden_size, hidden_size))
-        if bias:  # the base class made bias_hh (4H,) like weight_ih; it goes with weight_hh
-            self.bias_hh = nn.Parameter(torch.empty(3 * hidden_size))
-            self.bias_zh = nn.Parameter(torch.empty(hidden_size))
-        else:
+        super().__init__(input_size, hidden_size, bias)
+        if not bias:
             self.register_parameter("bias_zh", None)
-        self.reset_parameters()
 
     def _recurrent_weight_shape(self) -> tuple[int, ...]:
+        """``(3H, H)``: the two time steps' and the z candidate's blocks (``bias_hh`` alike)."""
         return (3 * self.hidden_size, self.hidden_size)
+
+    def extra_parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """:math:`W_y` (``weight_zh``, acting on :math:`z_t`) and its bias ``bias_zh``."""
+        shapes = {"weight_zh": (self.hidden_size, self.hidden_size)}
+        return {**shapes, "bias_zh": (self.hidden_size,)} if self.bias else shapes
 
     def init_state(
         self,
@@ -241,10 +242,12 @@ class CoRNNCell(AbstractCell):
         damping = check_option(
             "CoRNNCell", "epsilon", epsilon, "the damping", _fix("epsilon", CORNN_EPSILON), positive=False
         )
-        super().__init__(input_size, hidden_size, bias)
         self.dt, self.gamma, self.epsilon = step, restoring, damping
-        self.weight_zh = nn.Parameter(torch.empty(hidden_size, hidden_size))
-        self.reset_parameters()
+        super().__init__(input_size, hidden_size, bias)
+
+    def extra_parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        r""":math:`\mathcal{W}` (``weight_zh``, acting on :math:`z_{t-1}`)."""
+        return {"weight_zh": (self.hidden_size, self.hidden_size)}
 
     def reset_parameters(self) -> None:
         """The authors' initialisation (see the class docstring)."""
