@@ -27,7 +27,7 @@ PACKAGE = SOURCE / "bptt"
 
 LAYERS: dict[str, tuple[int, tuple[str, ...]]] = {
     "leaf": (0, ("_registry", "jsonio", "gradient_profile", "gradients")),
-    "core": (1, ("activations", "weights", "orthogonal", "cells", "autograd", "recurrent", "init", "models")),
+    "core": (1, ("activations", "weights", "orthogonal", "scan", "cells", "autograd", "recurrent", "init", "models")),
     "tasks": (1, ("tasks", "data")),
     "diagnostics": (2, ("diagnostics",)),
     "remedies": (2, ("remedies",)),

@@ -1,0 +1,127 @@
+r"""The linear recurrence :math:`h_t = a_t \odot h_{t-1} + b_t` over a whole sequence at once.
+
+Cells whose gates read the input only (minGRU, minLSTM: :mod:`bptt.cells.minimal`) reduce a
+layer to this recurrence, so a layer costs one input projection and one scan instead of
+``T`` cell steps. :func:`linear_scan` computes it in chunks: a loop over the ``C`` positions
+of a chunk, all chunks at once, then a loop over the ``T / C`` chunks to carry the state
+between them, :math:`2\sqrt{T}` short loops in all with ``C`` near :math:`\sqrt{T}`. It uses only
+products and sums of the :math:`a_t` and :math:`b_t` (no logarithms, no divisions), so float32 keeps
+the accuracy of the step loop at any length, and the :math:`a_t` may be zero or negative.
+The backward pass is the same recurrence run backwards (see :func:`linear_scan`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, final
+
+import torch
+from torch import Tensor
+
+__all__ = ["linear_scan"]
+
+
+def linear_scan(a: Tensor, b: Tensor, h0: Tensor, *, chunk: int | None = None) -> Tensor:
+    r"""Every state of the linear recurrence :math:`h_t = a_t \odot h_{t-1} + b_t`, ``t = 0..T-1``.
+
+    Equal to the loop ``h = h0; for t in range(T): h = a[t] * h + b[t]`` up to rounding, and
+    differentiable by autograd with respect to ``a``, ``b`` and ``h0``, twice as well: the
+    gradient :math:`\delta_t = \partial L / \partial h_t` (total) is the reverse recurrence
+
+    .. math::
+        \delta_{T-1} = g_{T-1}, \qquad \delta_t = g_t + a_{t+1} \odot \delta_{t+1}, \qquad
+        \frac{\partial L}{\partial b_t} = \delta_t, \quad
+        \frac{\partial L}{\partial a_t} = \delta_t \odot h_{t-1}, \quad
+        \frac{\partial L}{\partial h_0} = a_0 \odot \delta_0
+
+    with :math:`g_t` the gradient reaching the output at step t, computed by the same scan.
+
+    Args:
+        a: the decays :math:`a_t`, ``(T, B, H)``.
+        b: the inputs :math:`b_t`, ``(T, B, H)``.
+        h0: the state before the first step, ``(B, H)``.
+        chunk: steps per chunk ``C``; ``None`` takes :math:`\lceil\sqrt{T}\,\rceil`, which
+            minimises the number of Python iterations (``C + T / C``).
+
+    Returns:
+        The states :math:`h_0 \ldots h_{T-1}` after each step, ``(T, B, H)``.
+
+    Raises:
+        ValueError: if the shapes, dtypes or devices do not match, or ``chunk`` is not a
+            positive integer.
+    """
+    _check(a, b, h0, chunk)
+    size = math.ceil(math.sqrt(a.shape[0])) if chunk is None else chunk
+    return _LinearScan.apply(a, b, h0, size)
+
+
+def _check(a: Tensor, b: Tensor, h0: Tensor, chunk: int | None) -> None:
+    for name, value in (("a", a), ("b", b), ("h0", h0)):
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            kind = f"a {value.dtype} tensor" if isinstance(value, Tensor) else f"a {type(value).__name__}"
+            raise ValueError(f"linear_scan expected {name} to be a floating-point tensor, received {kind}")
+    if a.ndim != 3 or a.shape[0] == 0:
+        raise ValueError(
+            f"linear_scan expected a of shape (T, B, H) with T >= 1, received shape {tuple(a.shape)}; "
+            "for one sequence add a batch dimension, a.unsqueeze(1)"
+        )
+    if b.shape != a.shape or h0.shape != a.shape[1:]:
+        raise ValueError(
+            f"linear_scan expected b of a's shape {tuple(a.shape)} and h0 of shape {tuple(a.shape[1:])}, "
+            f"received b {tuple(b.shape)} and h0 {tuple(h0.shape)}"
+        )
+    if len({a.dtype, b.dtype, h0.dtype}) != 1 or len({a.device, b.device, h0.device}) != 1:
+        raise ValueError(
+            "linear_scan expected a, b and h0 of one dtype on one device, received "
+            f"{a.dtype}/{a.device}, {b.dtype}/{b.device}, {h0.dtype}/{h0.device}; convert them with .to()"
+        )
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"linear_scan expected chunk to be a positive integer or None, received {chunk!r}")
+
+
+def _chunked_scan(a: Tensor, b: Tensor, h0: Tensor, chunk: int) -> Tensor:
+    """The states of :func:`linear_scan`, without autograd, in chunks of ``chunk`` steps."""
+    steps = a.shape[0]
+    size = min(chunk, steps)
+    count = -(-steps // size)
+    pad = count * size - steps
+    if pad:  # padded steps keep the state: a = 1, b = 0
+        a = torch.cat([a, a.new_ones(pad, *a.shape[1:])])
+        b = torch.cat([b, b.new_zeros(pad, *b.shape[1:])])
+    decay = a.reshape(count, size, *a.shape[1:])
+    # within every chunk at once: the product of the decays so far, and the state from zero
+    carried = decay.cumprod(1)
+    local = b.reshape(count, size, *b.shape[1:]).clone()
+    for position in range(1, size):
+        local[:, position].addcmul_(decay[:, position], local[:, position - 1])
+    # the state entering every chunk
+    starts = torch.empty(count, *h0.shape, dtype=a.dtype, device=a.device)
+    starts[0] = h0
+    for index in range(1, count):
+        torch.addcmul(local[index - 1, -1], carried[index - 1, -1], starts[index - 1], out=starts[index])
+    return local.addcmul_(carried, starts.unsqueeze(1)).reshape(count * size, *a.shape[1:])[:steps]
+
+
+@final
+class _LinearScan(torch.autograd.Function):
+    """:func:`linear_scan` as an autograd Function whose backward is another :func:`linear_scan`."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, h0: Tensor, chunk: int) -> Tensor:
+        states = _chunked_scan(a, b, h0, chunk)
+        ctx.chunk = chunk
+        ctx.save_for_backward(a, h0, states)
+        return states
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        a, h0, states = ctx.saved_tensors
+        # delta_t = g_t + a_{t+1} delta_{t+1}: the scan of the reversed sequence
+        following = torch.cat([a[1:], a.new_ones(1, *a.shape[1:])]).flip(0)
+        delta = linear_scan(following, grad.flip(0), torch.zeros_like(h0), chunk=ctx.chunk).flip(0)
+        grad_a = grad_h0 = None
+        if ctx.needs_input_grad[0]:
+            grad_a = delta * torch.cat([h0.unsqueeze(0), states[:-1]])
+        if ctx.needs_input_grad[2]:
+            grad_h0 = a[0] * delta[0]
+        return grad_a, delta if ctx.needs_input_grad[1] else None, grad_h0, None
