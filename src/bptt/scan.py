@@ -79,32 +79,45 @@ def _check(a: Tensor, b: Tensor, h0: Tensor, chunk: int | None) -> None:
         raise ValueError(f"linear_scan expected chunk to be a positive integer or None, received {chunk!r}")
 
 
-def _chunked_scan(a: Tensor, b: Tensor, h0: Tensor, chunk: int) -> Tensor:
-    """The states of :func:`linear_scan`, without autograd, in chunks of ``chunk`` steps."""
+def _chunked_scan(a: Tensor, b: Tensor, h0: Tensor, chunk: int, reverse: bool = False) -> Tensor:
+    """The states of :func:`linear_scan`, without autograd, in chunks of ``chunk`` steps; with
+    ``reverse``, of the recurrence running backwards, :math:`h_t = a_t h_{t+1} + b_t` from
+    :math:`h_T` = ``h0``."""
     steps = a.shape[0]
     size = min(chunk, steps)
     count = -(-steps // size)
     pad = count * size - steps
-    if pad:  # padded steps keep the state: a = 1, b = 0
-        a = torch.cat([a, a.new_ones(pad, *a.shape[1:])])
-        b = torch.cat([b, b.new_zeros(pad, *b.shape[1:])])
+    if pad:  # padded steps (after the end, or before the start in reverse) keep the state: a = 1, b = 0
+        ones, zeros = a.new_ones(pad, *a.shape[1:]), b.new_zeros(pad, *b.shape[1:])
+        a, b = (
+            (torch.cat([ones, a]), torch.cat([zeros, b])) if reverse else (torch.cat([a, ones]), torch.cat([b, zeros]))
+        )
+    # positions in the order the recurrence visits them, and the one visited before each
+    step, first = (-1, size - 1) if reverse else (1, 0)
     decay = a.reshape(count, size, *a.shape[1:])
     # within every chunk at once: the product of the decays so far, and the state from zero
-    carried = decay.cumprod(1)
+    # (a loop, not cumprod, which is several times slower on the CPU along a middle dimension)
+    carried = torch.empty_like(decay)
+    carried[:, first] = decay[:, first]
     local = b.reshape(count, size, *b.shape[1:]).clone()
-    for position in range(1, size):
-        local[:, position].addcmul_(decay[:, position], local[:, position - 1])
+    for position in range(first + step, first + step * size, step):
+        before = position - step
+        torch.mul(carried[:, before], decay[:, position], out=carried[:, position])
+        local[:, position].addcmul_(decay[:, position], local[:, before])
     # the state entering every chunk
+    last = size - 1 - first
+    chunks = range(count - 1, -1, -1) if reverse else range(count)
     starts = torch.empty(count, *h0.shape, dtype=a.dtype, device=a.device)
-    starts[0] = h0
-    for index in range(1, count):
-        torch.addcmul(local[index - 1, -1], carried[index - 1, -1], starts[index - 1], out=starts[index])
-    return local.addcmul_(carried, starts.unsqueeze(1)).reshape(count * size, *a.shape[1:])[:steps]
+    starts[chunks[0]] = h0
+    for index, before in zip(chunks[1:], chunks, strict=False):
+        torch.addcmul(local[before, last], carried[before, last], starts[before], out=starts[index])
+    states = local.addcmul_(carried, starts.unsqueeze(1)).reshape(count * size, *a.shape[1:])
+    return states[pad:] if reverse else states[:steps]
 
 
 @final
 class _LinearScan(torch.autograd.Function):
-    """:func:`linear_scan` as an autograd Function whose backward is another :func:`linear_scan`."""
+    """:func:`linear_scan` as an autograd Function whose backward is the reverse scan."""
 
     @staticmethod
     def forward(ctx: Any, a: Tensor, b: Tensor, h0: Tensor, chunk: int) -> Tensor:
@@ -116,9 +129,12 @@ class _LinearScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
         a, h0, states = ctx.saved_tensors
-        # delta_t = g_t + a_{t+1} delta_{t+1}: the scan of the reversed sequence
-        following = torch.cat([a[1:], a.new_ones(1, *a.shape[1:])]).flip(0)
-        delta = linear_scan(following, grad.flip(0), torch.zeros_like(h0), chunk=ctx.chunk).flip(0)
+        # delta_t = g_t + a_{t+1} delta_{t+1}
+        following = torch.cat([a[1:], a.new_ones(1, *a.shape[1:])])
+        if torch.is_grad_enabled():  # a double backward: the reverse scan as a differentiable linear_scan
+            delta = linear_scan(following.flip(0), grad.flip(0), torch.zeros_like(h0), chunk=ctx.chunk).flip(0)
+        else:
+            delta = _chunked_scan(following, grad, torch.zeros_like(h0), ctx.chunk, reverse=True)
         grad_a = grad_h0 = None
         if ctx.needs_input_grad[0]:
             grad_a = delta * torch.cat([h0.unsqueeze(0), states[:-1]])

@@ -13,7 +13,7 @@ from bptt import Recurrent, diagnose
 from bptt.cells import AbstractCell
 from bptt.cells.minimal import MinGRUCell, MinLSTMCell, positive_g
 from bptt.diagnostics.jacobian import CellSteps, cell_steps
-from bptt.scan import linear_scan
+from bptt.scan import _chunked_scan, linear_scan
 from bptt.weights import recurrent_layers, recurrent_weights
 
 pytestmark = [
@@ -70,6 +70,17 @@ def test_linear_scan_equals_the_loop(steps: int, chunk: int | None) -> None:
     a[0, 0, 0] = 0.0  # zero and negative decays are allowed
     h0 = torch.randn(B, H, generator=gen, dtype=torch.float64)
     torch.testing.assert_close(linear_scan(a, b, h0, chunk=chunk), loop(a, b, h0), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("steps", [1, 7, 16])
+@pytest.mark.parametrize("chunk", [1, 3, 16, 40])
+def test_reverse_scan_equals_the_reversed_loop(steps: int, chunk: int) -> None:
+    """The backward pass's scan, h_t = a_t h_(t+1) + b_t from h_T = h0."""
+    gen = torch.Generator().manual_seed(steps)
+    a, b = (torch.randn(steps, B, H, generator=gen, dtype=torch.float64) for _ in range(2))
+    h0 = torch.randn(B, H, generator=gen, dtype=torch.float64)
+    expected = loop(a.flip(0), b.flip(0), h0).flip(0)
+    torch.testing.assert_close(_chunked_scan(a, b, h0, chunk, reverse=True), expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("chunk", [None, 2, 5])
