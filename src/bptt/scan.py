@@ -8,6 +8,15 @@ between them, :math:`2\sqrt{T}` short loops in all with ``C`` near :math:`\sqrt{
 products and sums of the :math:`a_t` and :math:`b_t` (no logarithms, no divisions), so float32 keeps
 the accuracy of the step loop at any length, and the :math:`a_t` may be zero or negative.
 The backward pass is the same recurrence run backwards (see :func:`linear_scan`).
+
+Alternatives measured by ``benchmarks/bench_scan.py`` (CPU, one thread, float32,
+``B = 32, H = 128``): the log-space scan of the paper (cumulative sums of :math:`\log a_t` and
+``logcumsumexp``) is about ten times slower and its error grows with ``T`` (about 1e-3 at
+``T = 5000``, where this scan stays at the step loop's 5e-7), since it adds and subtracts
+logarithms of size :math:`\sum_t |\log a_t|`; ``torch._higher_order_ops.associative_scan``
+(eager) is as accurate and slower. On the CPU a plain loop over the ``T`` steps is faster still
+(small tensors stay in cache); the chunks are for accelerators, where each loop iteration
+costs a kernel launch.
 """
 
 from __future__ import annotations
@@ -40,8 +49,9 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor, *, chunk: int | None = None) -
         a: the decays :math:`a_t`, ``(T, B, H)``.
         b: the inputs :math:`b_t`, ``(T, B, H)``.
         h0: the state before the first step, ``(B, H)``.
-        chunk: steps per chunk ``C``; ``None`` takes :math:`\lceil\sqrt{T}\,\rceil`, which
-            minimises the number of Python iterations (``C + T / C``).
+        chunk: steps per chunk ``C``; ``None`` takes the first divisor of ``T`` from
+            :math:`\lceil\sqrt{T}\,\rceil` to twice that (no padding), else
+            :math:`\lceil\sqrt{T}\,\rceil`: near the fewest Python iterations, ``C + T / C``.
 
     Returns:
         The states :math:`h_0 \ldots h_{T-1}` after each step, ``(T, B, H)``.
@@ -51,8 +61,13 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor, *, chunk: int | None = None) -
             positive integer.
     """
     _check(a, b, h0, chunk)
-    size = math.ceil(math.sqrt(a.shape[0])) if chunk is None else chunk
-    return _LinearScan.apply(a, b, h0, size)
+    return _LinearScan.apply(a, b, h0, _chunk_size(a.shape[0]) if chunk is None else chunk)
+
+
+def _chunk_size(steps: int) -> int:
+    """The default chunk of :func:`linear_scan` for ``steps`` steps."""
+    root = math.ceil(math.sqrt(steps))
+    return next((size for size in range(root, 2 * root + 1) if steps % size == 0), root)
 
 
 def _check(a: Tensor, b: Tensor, h0: Tensor, chunk: int | None) -> None:

@@ -45,14 +45,14 @@ def positive_g(x: Tensor) -> Tensor:
 @final
 class MinGRUCell(AbstractCell):
     r"""The minGRU step (Feng et al. 2024), the variant with the positive :func:`positive_g`
-    (the paper's log-space version, Algorithm "minGRU in log-space"):
+    (the version the paper computes in log space and trains with):
 
     .. math::
         z_t = \sigma(W_z x_t + b_z), \qquad \tilde h_t = g(W_h x_t + b_h), \qquad
         h_t = (1 - z_t) \odot h_{t-1} + z_t \odot \tilde h_t
 
     (the paper's plain version takes :math:`\tilde h_t = W_h x_t + b_h`; its log-space
-    version, which it trains with, takes :math:`g`). ``weight_ih`` ``(2H, I)`` stacks
+    version takes :math:`g`, so that :math:`\log \tilde h_t` exists). ``weight_ih`` ``(2H, I)`` stacks
     :math:`W_z, W_h` and ``bias_ih`` ``(2H,)`` stacks :math:`b_z, b_h`; ``weight_hh`` is a zero
     buffer and the recurrent part it gives is added to the pre-activations (see
     :mod:`bptt.cells.minimal`). :meth:`reset_parameters` draws every parameter from
