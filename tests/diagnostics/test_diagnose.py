@@ -14,7 +14,8 @@ from bptt.diagnostics.diagnosis import gradient_profiles
 from bptt.diagnostics.spectra import STEP_NORM_QUANTILES
 from bptt.diagnostics.trace import unrolled_twin
 
-CELLS = ["rnn-tanh", "rnn-relu", "rnn-sigmoid", "irnn", "gru", "lstm", "exprnn", "exprnn-cayley", "lem", "cornn"]
+RECENT_CELLS = ["exprnn", "exprnn-cayley", "lem", "cornn", "mingru", "minlstm"]
+CELLS = ["rnn-tanh", "rnn-relu", "rnn-sigmoid", "irnn", "gru", "lstm", *RECENT_CELLS]
 
 
 def last_step_loss(output: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -288,7 +289,7 @@ def test_weight_gradient_by_distance_many_to_one(cell):
     assert float(diagnosis.layers[0].gradient_by_distance.sum()) == pytest.approx(1.0, abs=1e-10)
 
 
-@pytest.mark.parametrize("cell", ["rnn-tanh", "lstm", "gru", "exprnn", "exprnn-cayley", "lem", "cornn"])
+@pytest.mark.parametrize("cell", ["rnn-tanh", "lstm", "gru", *RECENT_CELLS])
 def test_step_norms_of_the_layer_equal_explicit_jacobians(cell):
     torch.manual_seed(6)
     model = Recurrent.from_name(cell, 2, 3).double()

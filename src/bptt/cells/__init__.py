@@ -20,6 +20,7 @@ from bptt.cells.elman import AbstractElmanCell, ElmanCell
 from bptt.cells.exprnn import ExpRNNCell
 from bptt.cells.gated import GRUCell, LSTMCell
 from bptt.cells.indrnn import IndRNNCell
+from bptt.cells.minimal import MinGRUCell, MinLSTMCell
 from bptt.cells.oscillators import CORNN_DT, CORNN_EPSILON, CORNN_GAMMA, LEM_DT, CoRNNCell, LEMCell
 from bptt.cells.skip import ResidualElmanCell, SkipElmanCell
 from bptt.cells.torch_modes import TORCH_MODES, TorchMode
@@ -37,6 +38,8 @@ __all__ = [
     "IndRNNCell",
     "LEMCell",
     "LSTMCell",
+    "MinGRUCell",
+    "MinLSTMCell",
     "OptionValue",
     "ResidualElmanCell",
     "SkipElmanCell",
@@ -169,6 +172,19 @@ CELLS.register(
     ),
 )
 
+
+CELLS.register(
+    "mingru",
+    CellSpec(MinGRUCell, "default", "minimal GRU: gates from x_t only, a layer is one linear scan (Feng et al. 2024)"),
+)
+CELLS.register(
+    "minlstm",
+    CellSpec(
+        MinLSTMCell,
+        "default",
+        "minimal LSTM: normalised forget/input gates from x_t only, a layer is one linear scan (Feng et al. 2024)",
+    ),
+)
 
 def _parse_option(base: str, name: str, text: str, default: OptionValue) -> OptionValue:
     """The value of option ``name`` written as ``text``, of the type of its default."""
