@@ -238,7 +238,8 @@ def _layers_or_raise(module: nn.Module, caller: str) -> list[RecurrentLayer]:
             f"{caller} expected a module with at least one recurrent weight named "
             f"'weight_hh' or 'weight_hh_l<k>' (torch's naming), received "
             f"{type(module).__name__} with parameters {found}; pass the recurrent part of "
-            f"the model (e.g. model.recurrent, a torch.nn.LSTM or a bptt cell)"
+            f"the model (e.g. model.recurrent, a torch.nn.LSTM or a bptt cell); cells whose gates "
+            f"read x_t only (mingru, minlstm) have no recurrent weight: give them no --init"
         )
     return layers
 
